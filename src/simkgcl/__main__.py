@@ -1,0 +1,3 @@
+from simkgcl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""`simkgcl` command line: it only parses arguments and wires library calls together."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from simkgcl import __version__
+from simkgcl.errors import SimKGCLError
+
+# Each module exposes ``register(subparsers)`` and sets ``func`` on its sub-parsers.
+_COMMAND_MODULES = ("simkgcl.cli.data", "simkgcl.cli.train", "simkgcl.cli.serve")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simkgcl", description="Knowledge-aware recommendation with SimKGCL."
+    )
+    parser.add_argument("--version", action="version", version=f"simkgcl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere on the line, not only before the sub-command.
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.debug = debug
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        result = args.func(args)
+    except SimKGCLError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)

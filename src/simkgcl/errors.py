@@ -1,0 +1,38 @@
+"""Errors that the CLI turns into one line and exit code 2 (no traceback unless --debug)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SimKGCLError(Exception):
+    """Base class for errors caused by the user's input, not by a bug."""
+
+
+class InputError(SimKGCLError):
+    """A data file (or a folder) is not what was expected.
+
+    The message reads ``FILE:LINE: what was expected`` so a user can jump straight to it.
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.detail = message
+        where = ""
+        if self.path is not None:
+            where = self.path if line is None else f"{self.path}:{line}"
+            where += ": "
+        super().__init__(where + message)
+
+
+class ConfigError(SimKGCLError):
+    """A configuration key or value is not valid."""
+
+
+class ArtifactError(SimKGCLError):
+    """A run folder or model artifact cannot be used."""
+
+
+class NotFoundError(SimKGCLError):
+    """A user or item token that the model does not know."""

@@ -1,0 +1,66 @@
+"""The small interface every model implements, and the plain-tensor graph it is built from.
+
+A model never sees files or a dataset object: it receives a :class:`GraphData` (ids and
+counts only) and a flat config mapping. Training calls ``model(users, pos_items, neg_items)``
+which returns **named loss terms** (their sum is what is minimised; the names are what the
+trainer logs). Evaluation and serving call :meth:`Recommender.final_embeddings` once and score
+users against items with a dot product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class GraphData:
+    """Training interactions and KG triples as int64 tensors (entity i == item i)."""
+
+    n_users: int
+    n_items: int
+    n_entities: int
+    n_relations: int
+    train_users: Tensor  # (n_train,)
+    train_items: Tensor  # (n_train,)
+    kg_heads: Tensor  # (n_triples,)
+    kg_relations: Tensor  # (n_triples,)
+    kg_tails: Tensor  # (n_triples,)
+
+    def to(self, device: torch.device | str) -> GraphData:
+        moved = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            moved[f.name] = value.to(device) if isinstance(value, Tensor) else value
+        return GraphData(**moved)
+
+
+class Recommender(nn.Module):
+    """Base class: named loss terms per batch, final embeddings for scoring.
+
+    Subclasses set ``name`` (the registry key) and ``defaults`` (their own config keys with
+    default values; the config layer validates overrides against them).
+    """
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, graph: GraphData, config: Mapping[str, Any]):
+        super().__init__()
+        self.n_users = graph.n_users
+        self.n_items = graph.n_items
+
+    def forward(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> dict[str, Tensor]:
+        """Loss terms for one batch of (user, positive item, negative item) triples."""
+        raise NotImplementedError
+
+    def final_embeddings(self) -> tuple[Tensor, Tensor]:
+        """(user embeddings U x d, item embeddings I x d) used to score: score = u . i.
+
+        Called in eval mode (no dropout) under ``torch.no_grad()``.
+        """
+        raise NotImplementedError
