@@ -1,9 +1,118 @@
-"""Sub-commands (filled in by their owners)."""
+"""`recommend`, `export` and `serve`: answers from a finished run's artifact."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+from simkgcl.errors import ConfigError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    return None
+    rec = sub.add_parser("recommend", help="top-k items for one user",
+                         description="Print the top-k items (original ids) for one user.")
+    rec.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (or its artifact/)")
+    rec.add_argument("--user", required=True, metavar="TOKEN", help="original user id")
+    rec.add_argument("--k", type=_positive_int, default=20, help="how many items (default 20)")
+    rec.add_argument("--include-seen", action="store_true",
+                     help="also rank the user's training items (left out by default)")
+    rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rec.set_defaults(func=cmd_recommend)
+
+    exp = sub.add_parser("export", help="top-k for every user to CSV or Parquet",
+                         description="Write top-k for every (or each listed) user in long format "
+                                     "(user, rank, item, score), streamed in user batches.")
+    exp.add_argument("run_dir", metavar="RUN_DIR")
+    exp.add_argument("--out", required=True, metavar="FILE", help="output .csv or .parquet")
+    exp.add_argument("--k", type=_positive_int, default=20, help="items per user (default 20)")
+    exp.add_argument("--users", metavar="FILE",
+                     help="text file with one user token per line (default: every user)")
+    exp.add_argument("--batch-size", type=_positive_int, default=1024, metavar="N",
+                     help="users scored at once; memory is about N x n_items x 4 bytes "
+                          "(default 1024)")
+    exp.add_argument("--include-seen", action="store_true",
+                     help="also rank users' training items (left out by default)")
+    exp.set_defaults(func=cmd_export)
+
+    srv = sub.add_parser("serve", help="HTTP recommendation service (FastAPI)",
+                         description="Serve recommendations over HTTP; OpenAPI docs at /docs.")
+    srv.add_argument("run_dir", metavar="RUN_DIR")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="interface to listen on (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=_port, default=8000, help="default 8000")
+    srv.add_argument("--max-batch-users", type=_positive_int, default=1000, metavar="N",
+                     help="most users in one POST /v1/recommendations (default 1000)")
+    srv.add_argument("--log-level", default="info",
+                     choices=["critical", "error", "warning", "info", "debug"])
+    srv.set_defaults(func=cmd_serve)
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from simkgcl.serving.recommend import RecommendationService
+
+    service = RecommendationService.from_run_dir(args.run_dir)
+    items = service.recommend(args.user, args.k, include_seen=args.include_seen)
+    if args.json:
+        json.dump({"user": args.user, "k": args.k, "include_seen": args.include_seen,
+                   "items": [s.as_dict() for s in items]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    width = max([len("item")] + [len(s.item) for s in items])
+    print(f"{'rank':>4}  {'item':<{width}}  score")
+    for s in items:
+        print(f"{s.rank:>4}  {s.item:<{width}}  {s.score:.6g}")
+    if len(items) < args.k:
+        print(f"(only {len(items)} unseen items for user {args.user})", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from simkgcl.serving.export import export_recommendations, output_format, read_user_list
+    from simkgcl.serving.recommend import RecommendationService
+
+    output_format(args.out)  # refuse a bad extension before loading anything
+    service = RecommendationService.from_run_dir(args.run_dir)
+    user_ids = read_user_list(args.users, service) if args.users else None
+    summary = export_recommendations(service, args.out, k=args.k, user_ids=user_ids,
+                                     batch_size=args.batch_size,
+                                     include_seen=args.include_seen)
+    note = (f"; {summary.short_users} users had fewer than {summary.k} unseen items"
+            if summary.short_users else "")
+    print(f"wrote {summary.n_rows} rows ({summary.n_users} users, k={summary.k}) to "
+          f"{summary.path} [{summary.format}]{note}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from simkgcl.serving.app import require_serving_deps, serve
+    from simkgcl.serving.recommend import RecommendationService
+
+    require_serving_deps()
+    if not Path(args.run_dir).exists():
+        raise ConfigError(f"{args.run_dir}: no such run folder")
+    service = RecommendationService.from_run_dir(args.run_dir)
+    art = service.artifact
+    print(f"serving {art.model} on {art.dataset} ({service.n_users} users, {service.n_items} "
+          f"items) at http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
+    serve(service, host=args.host, port=args.port, log_level=args.log_level,
+          max_batch_users=args.max_batch_users)
+    return 0

@@ -1,0 +1,172 @@
+"""Top-k recommendation and item similarity over a loaded artifact, in original tokens.
+
+The service keeps the embeddings in memory once; each call scores only the requested users
+(``batch x n_items``), never the full ``users x items`` matrix, so the same code serves a single
+HTTP request and a 70k-user export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from simkgcl.artifact import Artifact, load_artifact
+from simkgcl.errors import ConfigError, NotFoundError
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    """One ranked item: 1-based rank, original item token, and the model's score."""
+
+    rank: int
+    item: str
+    score: float
+
+    def as_dict(self) -> dict[str, int | str | float]:
+        return {"rank": self.rank, "item": self.item, "score": self.score}
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Top-k internal item ids and scores for a batch of users.
+
+    ``counts[r]`` is how many of row ``r``'s ``k`` slots are real: with seen items excluded a user
+    may have fewer than ``k`` unseen items, and the remaining slots (score ``-inf``) are unused.
+    """
+
+    items: np.ndarray  # (batch, k) int64
+    scores: np.ndarray  # (batch, k) float32
+    counts: np.ndarray  # (batch,) int64
+
+
+def _examples(tokens: Sequence[str], n: int = 3) -> str:
+    return ", ".join(repr(t) for t in tokens[:n])
+
+
+class RecommendationService:
+    """Answers "which items for this user?" and "which items are like this one?".
+
+    Scores are dot products of the final user and item embeddings (the models' scoring rule);
+    similarity is cosine over item embeddings. Tokens in, tokens out.
+    """
+
+    def __init__(self, artifact: Artifact):
+        self.artifact = artifact
+        self._user_ids = {tok: i for i, tok in enumerate(artifact.user_tokens)}
+        self._item_ids = {tok: i for i, tok in enumerate(artifact.item_tokens)}
+        self._item_token_array = np.asarray(artifact.item_tokens, dtype=object)
+        self._user_emb = artifact.user_embeddings
+        self._item_emb_t = artifact.item_embeddings.t().contiguous()  # (d, n_items)
+        self._item_unit = F.normalize(artifact.item_embeddings, dim=1)
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> RecommendationService:
+        return cls(load_artifact(run_dir))
+
+    @property
+    def n_users(self) -> int:
+        return self.artifact.n_users
+
+    @property
+    def n_items(self) -> int:
+        return self.artifact.n_items
+
+    # ---- token <-> id ---------------------------------------------------------------------
+    def user_id(self, token: str) -> int:
+        try:
+            return self._user_ids[str(token)]
+        except KeyError:
+            raise NotFoundError(
+                f"unknown user {str(token)!r}: not among the {self.n_users} users this model was "
+                f"trained on (user tokens look like {_examples(self.artifact.user_tokens)})"
+            ) from None
+
+    def item_id(self, token: str) -> int:
+        try:
+            return self._item_ids[str(token)]
+        except KeyError:
+            raise NotFoundError(
+                f"unknown item {str(token)!r}: not among the {self.n_items} items this model "
+                f"knows (item tokens look like {_examples(self.artifact.item_tokens)})"
+            ) from None
+
+    def user_ids(self, tokens: Iterable[str]) -> list[int]:
+        return [self.user_id(t) for t in tokens]
+
+    def check_k(self, k: int, *, limit: int | None = None) -> int:
+        """k must lie in 1..n_items (1..n_items-1 for similar items: the item itself is out)."""
+        upper = self.n_items if limit is None else limit
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= upper:
+            raise ConfigError(f"k must be an integer from 1 to {upper}, got {k!r}")
+        return int(k)
+
+    # ---- ranking ----------------------------------------------------------------------------
+    def _mask_seen(self, scores: Tensor, user_ids: Tensor) -> None:
+        """Set the training items of each row's user to -inf, in place, without Python loops."""
+        indptr, indices = self.artifact.seen_indptr, self.artifact.seen_indices
+        starts, ends = indptr[user_ids], indptr[user_ids + 1]
+        lengths = ends - starts
+        total = int(lengths.sum())
+        if total == 0:
+            return
+        rows = torch.repeat_interleave(torch.arange(len(user_ids)), lengths)
+        row_offsets = torch.cumsum(lengths, 0) - lengths
+        positions = torch.arange(total) - row_offsets[rows] + starts[rows]
+        scores[rows, indices[positions]] = float("-inf")
+
+    @torch.no_grad()
+    def top_k_ids(self, user_ids: Sequence[int] | np.ndarray | Tensor, k: int,
+                  *, include_seen: bool = False) -> TopK:
+        """Top-k for internal user ids: one ``batch x n_items`` matmul and one top-k."""
+        k = self.check_k(k)
+        users = torch.as_tensor(np.asarray(user_ids, dtype=np.int64))
+        scores = self._user_emb[users] @ self._item_emb_t
+        if not include_seen:
+            self._mask_seen(scores, users)
+        top_scores, top_items = torch.topk(scores, k, dim=1)
+        valid = top_scores != float("-inf")  # -inf marks a masked (seen) item
+        return TopK(items=top_items.numpy(), scores=top_scores.numpy(),
+                    counts=valid.sum(dim=1).numpy().astype(np.int64))
+
+    def _to_scored(self, items: np.ndarray, scores: np.ndarray, count: int) -> list[ScoredItem]:
+        tokens = self._item_token_array[items[:count]]
+        return [ScoredItem(rank=r + 1, item=str(tokens[r]), score=float(scores[r]))
+                for r in range(count)]
+
+    def recommend(self, user: str, k: int = 20, *, include_seen: bool = False) -> list[ScoredItem]:
+        """Best ``k`` items for one user, best first; training items left out by default.
+
+        Fewer than ``k`` come back only when the user has fewer than ``k`` unseen items.
+        """
+        return self.recommend_many([user], k, include_seen=include_seen)[0]
+
+    def recommend_many(self, users: Sequence[str], k: int = 20,
+                       *, include_seen: bool = False) -> list[list[ScoredItem]]:
+        """Top-k for several users at once (one list per input token, in input order)."""
+        ids = self.user_ids(users)
+        if not ids:
+            self.check_k(k)
+            return []
+        top = self.top_k_ids(ids, k, include_seen=include_seen)
+        return [self._to_scored(top.items[r], top.scores[r], int(top.counts[r]))
+                for r in range(len(ids))]
+
+    @torch.no_grad()
+    def similar_items(self, item: str, k: int = 20) -> list[ScoredItem]:
+        """The ``k`` items with the highest cosine similarity to ``item``, excluding itself."""
+        item_id = self.item_id(item)
+        k = self.check_k(k, limit=self.n_items - 1)
+        sims = self._item_unit @ self._item_unit[item_id]
+        sims[item_id] = float("-inf")
+        top_scores, top_items = torch.topk(sims, k)
+        return self._to_scored(top_items.numpy(), top_scores.numpy(), k)
+
+    def item_tokens_of(self, item_ids: np.ndarray) -> np.ndarray:
+        """Original tokens for an array of internal item ids (vectorised, for bulk export)."""
+        return self._item_token_array[item_ids]
