@@ -100,7 +100,7 @@ def create_app(service: RecommendationService, *,
             "test_metrics": split_test_metrics(art.metrics),
         }
 
-    @app.get("/v1/users/{user}/recommendations", response_model=UserRecommendations)
+    @app.get("/v1/users/{user:path}/recommendations", response_model=UserRecommendations)
     def user_recommendations(
         user: str = Path(description="original user id"),
         k: int = Query(20, ge=1, le=n_items),
@@ -118,7 +118,7 @@ def create_app(service: RecommendationService, *,
             for u, lst in zip(users, lists, strict=True)
         ]}
 
-    @app.get("/v1/items/{item}/similar", response_model=SimilarItems)
+    @app.get("/v1/items/{item:path}/similar", response_model=SimilarItems)
     def similar(
         item: str = Path(description="original item id"),
         k: int = Query(20, ge=1, le=max(n_items - 1, 1)),
