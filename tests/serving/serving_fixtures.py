@@ -62,3 +62,41 @@ def make_toy_run(run_dir: Path, seed: int = 0) -> ToyRun:
     for u, i in zip(train_users.tolist(), train_items.tolist(), strict=True):
         seen[u].add(i)
     return ToyRun(run_dir, user_tokens, item_tokens, user_emb, item_emb, seen)
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1 (the OS picks it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(run_dir: Path, *extra: str, timeout: float = 60.0):
+    """Start `simkgcl serve` as a real uvicorn subprocess; return (process, base_url)."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simkgcl", "serve", str(run_dir), "--port", str(port),
+         "--log-level", "warning", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{proc.stdout.read()}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"server did not answer /health within {timeout} s")

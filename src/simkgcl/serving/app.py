@@ -3,9 +3,10 @@
 Embeddings are loaded once when the app is built. Endpoints are plain ``def`` functions, which
 FastAPI runs in its thread pool, so the event loop keeps answering (e.g. /health) while a
 request does its matmul + top-k. Batch requests are capped so one call cannot monopolise it.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI must see the request models, which are
+built inside :func:`create_app` (their limits depend on the artifact), as real classes.
+"""
 
 import importlib.util
 from typing import Any

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from urllib.parse import quote
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import numpy as np
 
