@@ -12,6 +12,7 @@ Tokens (the user's original ids, as strings) are kept so results can be reported
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +71,11 @@ class KnowledgeDataset:
     fixed_split: Split | None = None
     report: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Which reader made it ("atomic", "kgat", "kgcn") and from which files.
+    layout: str = ""
+    files: list[str] = field(default_factory=list)
+    # True when relations n/2.. are the inverses of relations 0..n/2-1 (kg_reverse_r).
+    inverse_relations: bool = False
 
     @property
     def n_users(self) -> int:
@@ -90,3 +96,32 @@ class KnowledgeDataset:
     @property
     def n_triples(self) -> int:
         return int(self.triples.shape[0])
+
+    @property
+    def item_linked(self) -> np.ndarray:
+        """Boolean mask over items: True where the item's entity occurs in some triple."""
+        mask = np.zeros(self.n_items, dtype=bool)
+        if self.n_triples:
+            ends = np.concatenate([self.triples[:, 0], self.triples[:, 2]])
+            mask[np.unique(ends[ends < self.n_items])] = True
+        return mask
+
+    def user_ids(self, tokens: Sequence[str]) -> np.ndarray:
+        """Ids of user ``tokens`` (original ids, as str); NotFoundError names the first unknown."""
+        return _lookup(self.user_tokens, tokens, "user")
+
+    def item_ids(self, tokens: Sequence[str]) -> np.ndarray:
+        """Ids of item ``tokens`` (original ids, as str); NotFoundError names the first unknown."""
+        return _lookup(self.item_tokens, tokens, "item")
+
+
+def _lookup(known: np.ndarray, tokens: Sequence[str], kind: str) -> np.ndarray:
+    import pandas as pd
+
+    from simkgcl.errors import NotFoundError
+
+    wanted = [str(t) for t in tokens]
+    ids = pd.Index(known).get_indexer(wanted)
+    if (ids < 0).any():
+        raise NotFoundError(f"unknown {kind} {wanted[int(np.flatnonzero(ids < 0)[0])]!r}")
+    return ids.astype(np.int64)
