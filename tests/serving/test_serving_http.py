@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from urllib.parse import quote
 
 import httpx
 import numpy as np
 import pytest
-from serving_fixtures import GREEDY_USER, N_ITEMS, N_USERS, ToyRun, start_server
+from serving_fixtures import GREEDY_USER, N_ITEMS, N_USERS, ToyRun
 
-from simkgcl.serving.loadtest import request_plan, run_load
+from simkgcl.serving.loadtest import request_plan, run_load, served
 
 MAX_BATCH = 16
 
 
 @pytest.fixture(scope="module")
 def server(toy_run: ToyRun) -> Iterator[str]:
-    proc, base = start_server(toy_run.run_dir, "--max-batch-users", str(MAX_BATCH))
-    try:
+    with served(toy_run.run_dir, "--max-batch-users", str(MAX_BATCH)) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,14 @@ Used by ``bench/load_test.py`` (full run, figures for BENCHMARKS.md) and by the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
@@ -98,3 +103,52 @@ def run_load(base_url: str, plan: list[tuple[str, str, dict | None]], *, concurr
              timeout: float = 30.0) -> LoadResult:
     """Send every request in ``plan`` with ``concurrency`` in flight; count non-200 as errors."""
     return asyncio.run(_run(base_url, plan, concurrency, timeout))
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1 (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def served(run_dir: str | Path, *extra_args: str, port: int | None = None,
+           startup_timeout: float = 120.0) -> Iterator[str]:
+    """Run `simkgcl serve RUN_DIR` as a real uvicorn subprocess; yield its base URL.
+
+    Waits until /health answers, and stops the server (SIGTERM, then SIGKILL) on exit.
+    """
+    import httpx
+
+    port = free_port() if port is None else port
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simkgcl", "serve", str(run_dir), "--port", str(port),
+         "--log-level", "warning", *extra_args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if proc.poll() is not None:
+                output = proc.stdout.read() if proc.stdout else ""
+                raise RuntimeError(f"server exited early (code {proc.returncode}):\n{output}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not answer /health within {startup_timeout} s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
