@@ -1,0 +1,262 @@
+"""SimKGCL: knowledge-aware graph contrastive recommendation, as the seed computes it.
+
+Notation: U users, I items (= entities 0..I-1), E entities, R relations (the relation table has
+R + 1 rows, as in the seed), d = ``embedding_size``.
+
+One layer:
+
+* IG step: ``ig = A x`` on the user-item graph (``A`` = symmetric-normalised bipartite adjacency,
+  applied as its two blocks ``UI`` and ``UI.T``).
+* KG step (``kg_forward``): per triple (h, r, t) the message ``e_t * w_r`` and the attention
+  logit ``(|e_h * w_r| |e_t * w_r|)^2``; softmax over the triples sharing a head, then the mean of
+  the weighted messages per head (zero for an entity without triples). Users:
+  ``u' = UI e_items``, ``s = softmax(u W^T)`` (``user_rel_softmax``), ``u' = u' + (s W) * u'``.
+  When training, a fresh ``1 - kg_drop_rate`` share of triples is kept, entries of ``UI`` are
+  dropped with rate ``ig_drop_rate`` (kept ones scaled by ``1/(1 - rate)``), message dropout is
+  applied; every user and entity row is then L2-normalised.
+* fusion: ``x = kg`` with ``ig`` added to its user and item rows.
+
+``kg_view: fused`` is the seed's in-place behaviour: the next KG step consumes the fused rows and
+the KG view (mean of layers 0..L) is the mean of the fused layers plus layer 0. ``kg_view: pure``
+is the paper's one-direction fusion: the KG chain never sees the IG signal. The IG view is the
+mean of the fused layers 1..L in both modes. Scores are IG-view user . IG-view item.
+
+Loss terms: ``bpr_reg`` = sum over the batch of ``-log(1e-10 + sigmoid(pos - neg))`` on the IG view
+plus ``reg_weight`` x the unsquared Frobenius norms of the batch's layer-0 user, positive and
+negative rows; ``cl`` = ``cl_rate`` x (InfoNCE over the batch's unique users + InfoNCE over its
+unique positive items) between the IG and KG views (cosine similarity, temperature ``tau``).
+
+Speed (plain PyTorch): the attention never expands to ``triples x d``. Since
+``|e_h * w_r|^2 = (e_h * e_h) . (w_r * w_r)``, one ``E x (R + 1)`` product gives every logit factor,
+gathered as one scalar per triple; the softmax is a segment operation on those scalars. The
+aggregation groups triples by (head, relation) pair: ``Y = C e`` is a CSR product whose entries
+``C[(h, r), t]`` are the attention weights divided by the head's degree (gradients for them come
+from a sampled dense-dense product), then ``out_h = sum_r Y[(h, r)] * w_r`` is a second CSR
+product. Dropout is done on the device with zero weights on a fixed, precomputed structure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from simkgcl.errors import ConfigError
+from simkgcl.models.base import GraphData, Recommender
+from simkgcl.models.graph import SparsePattern, normalized_user_item, segment_softmax
+
+BPR_GAMMA = 1e-10
+KG_VIEWS = ("fused", "pure")
+
+
+class SimKGCL(Recommender):
+    """SimKGCL with the seed's defaults; see the module docstring for the maths."""
+
+    name: ClassVar[str] = "simkgcl"
+    defaults: ClassVar[dict[str, Any]] = {
+        "embedding_size": 64,
+        "n_layers": 3,
+        "reg_weight": 1e-4,
+        "cl_rate": 0.5,
+        "tau": 0.2,
+        "kg_drop_rate": 0.1,
+        "ig_drop_rate": 0.5,
+        "mess_drop_rate": 0.1,
+        "kg_view": "fused",
+        "user_rel_softmax": True,
+    }
+
+    def __init__(self, graph: GraphData, config: Mapping[str, Any]):
+        super().__init__(graph, config)
+        cfg = {**self.defaults, **{k: config[k] for k in self.defaults if k in config}}
+        self.embedding_size = int(cfg["embedding_size"])
+        self.n_layers = int(cfg["n_layers"])
+        self.reg_weight = float(cfg["reg_weight"])
+        self.cl_rate = float(cfg["cl_rate"])
+        self.tau = float(cfg["tau"])
+        self.kg_drop_rate = float(cfg["kg_drop_rate"])
+        self.ig_drop_rate = float(cfg["ig_drop_rate"])
+        self.mess_drop_rate = float(cfg["mess_drop_rate"])
+        self.kg_view = str(cfg["kg_view"])
+        self.user_rel_softmax = bool(cfg["user_rel_softmax"])
+        self._check_config()
+        if graph.n_entities < graph.n_items:
+            raise ConfigError(
+                f"n_entities ({graph.n_entities}) < n_items ({graph.n_items}): item i must be entity i"
+            )
+
+        self.n_entities = graph.n_entities
+        self.n_relations = graph.n_relations
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
+        self.entity_embedding = nn.Embedding(self.n_entities, self.embedding_size)
+        self.relation_embedding = nn.Embedding(self.n_relations + 1, self.embedding_size)
+        for table in (self.user_embedding, self.entity_embedding, self.relation_embedding):
+            nn.init.xavier_uniform_(table.weight)
+
+        self.user_item, ui_values = normalized_user_item(graph)
+        self.register_buffer("ui_values", ui_values, persistent=False)
+        self._build_kg(graph)
+
+    def _check_config(self) -> None:
+        if self.kg_view not in KG_VIEWS:
+            raise ConfigError(f"kg_view must be one of {', '.join(KG_VIEWS)}, got {self.kg_view!r}")
+        for key in ("kg_drop_rate", "ig_drop_rate", "mess_drop_rate"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"{key} must be in [0, 1), got {getattr(self, key)}")
+        if self.n_layers < 1:
+            raise ConfigError(f"n_layers must be >= 1, got {self.n_layers}")
+        if self.tau <= 0:
+            raise ConfigError(f"tau must be > 0, got {self.tau}")
+
+    def _build_kg(self, graph: GraphData) -> None:
+        """Sort triples by (head, relation, tail) and build the two reusable CSR structures."""
+        n_rel_rows = self.n_relations + 1
+        heads, rels, tails = (
+            graph.kg_heads.long().cpu(),
+            graph.kg_relations.long().cpu(),
+            graph.kg_tails.long().cpu(),
+        )
+        order = torch.argsort((heads * n_rel_rows + rels) * self.n_entities + tails)
+        heads, rels, tails = heads[order], rels[order], tails[order]
+        pair_keys, pair_of_triple = torch.unique_consecutive(
+            heads * n_rel_rows + rels, return_inverse=True
+        )
+        pair_heads, pair_rels = pair_keys // n_rel_rows, pair_keys % n_rel_rows
+        n_pairs = int(pair_keys.numel())
+        self.n_triples = int(heads.numel())
+        # rows = (head, relation) pairs, columns = tail entities; entries = attention / degree
+        self.triple_pattern = SparsePattern(pair_of_triple, tails, (n_pairs, self.n_entities))
+        # rows = heads, columns = pairs; entries = 1 (sums the relation-scaled pair rows)
+        self.pair_pattern = SparsePattern(
+            pair_heads, torch.arange(n_pairs), (self.n_entities, n_pairs)
+        )
+        buffers = {
+            "triple_heads": heads,
+            "head_rel_index": heads * n_rel_rows + rels,
+            "tail_rel_index": tails * n_rel_rows + rels,
+            "pair_rels": pair_rels,
+            "pair_ones": torch.ones(n_pairs),
+        }
+        for name, value in buffers.items():
+            self.register_buffer(name, value, persistent=False)
+
+    # ------------------------------------------------------------------ propagation
+
+    def _kg_entities(self, entities: Tensor, relations: Tensor, keep: Tensor | None) -> Tensor:
+        """New entity rows: per head, mean over its (kept) triples of softmax(att) * e_t * w_r."""
+        n_entities = self.n_entities
+        with torch.autocast(entities.device.type, enabled=False):
+            entities = entities.to(_at_least_float32(entities.dtype))
+            relations = relations.to(entities.dtype)
+            # |e * w_r|^2 for every (entity, relation): one E x (R + 1) product.
+            sq_norms = ((entities * entities) @ (relations * relations).t()).reshape(-1)
+            logits = sq_norms[self.head_rel_index] * sq_norms[self.tail_rel_index]
+            weights = segment_softmax(logits, self.triple_heads, n_entities, keep)
+            ones = torch.ones_like(logits) if keep is None else keep.to(logits.dtype)
+            degree = torch.zeros(n_entities, dtype=logits.dtype, device=logits.device)
+            degree = degree.index_add(0, self.triple_heads, ones).clamp_min(1.0)
+            weights = weights / degree[self.triple_heads]
+            per_pair = self.triple_pattern.matmul(weights, entities)
+            per_pair = per_pair * relations[self.pair_rels]
+            return self.pair_pattern.matmul(self.pair_ones.to(per_pair.dtype), per_pair)
+
+    def _kg_forward(self, users: Tensor, entities: Tensor) -> tuple[Tensor, Tensor]:
+        """The seed's ``kg_forward``: KG aggregation for entities and users, dropout, L2 norm."""
+        training = self.training
+        keep = None
+        if training and self.kg_drop_rate > 0.0 and self.n_triples > 0:
+            n_keep = int(self.n_triples * (1.0 - self.kg_drop_rate))
+            chosen = torch.randperm(self.n_triples, device=entities.device)[:n_keep]
+            keep = torch.zeros(self.n_triples, dtype=torch.bool, device=entities.device)
+            keep[chosen] = True
+        ui_values = self.ui_values
+        if training and self.ig_drop_rate > 0.0:
+            kept = torch.rand(ui_values.shape, device=ui_values.device) >= self.ig_drop_rate
+            ui_values = ui_values * kept.to(ui_values.dtype) / (1.0 - self.ig_drop_rate)
+
+        relations = self.relation_embedding.weight
+        new_entities = self._kg_entities(entities, relations, keep)
+        new_users = self.user_item.matmul(ui_values, entities[: self.n_items])
+        affinity = users @ relations.t()
+        if self.user_rel_softmax:
+            affinity = torch.softmax(affinity, dim=-1)  # float32 under autocast
+        new_users = new_users + (affinity @ relations) * new_users
+
+        if training and self.mess_drop_rate > 0.0:
+            new_entities = F.dropout(new_entities, self.mess_drop_rate, training=True)
+            new_users = F.dropout(new_users, self.mess_drop_rate, training=True)
+        return _l2_normalize(new_users), _l2_normalize(new_entities)
+
+    def views(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(IG users, IG items, KG users, KG items); dropout on when the module is training."""
+        n_items = self.n_items
+        users0, entities0 = self.user_embedding.weight, self.entity_embedding.weight
+        fused_u, fused_e = users0, entities0  # the IG chain (fused layers)
+        kg_u, kg_e = users0, entities0  # the KG chain's input
+        ig_sum_u = ig_sum_i = None
+        kg_sum_u, kg_sum_i = users0, entities0[:n_items]
+        for _ in range(self.n_layers):
+            ig_u = self.user_item.matmul(self.ui_values, fused_e[:n_items])
+            ig_i = self.user_item.t_matmul(self.ui_values, fused_u)
+            new_u, new_e = self._kg_forward(kg_u, kg_e)
+            fused_u = new_u + ig_u
+            fused_i = new_e[:n_items] + ig_i
+            fused_e = torch.cat([fused_i, new_e[n_items:]])
+            if self.kg_view == "fused":
+                kg_u, kg_e = fused_u, fused_e
+                layer_u, layer_i = fused_u, fused_i
+            else:
+                kg_u, kg_e = new_u, new_e
+                layer_u, layer_i = new_u, new_e[:n_items]
+            ig_sum_u = fused_u if ig_sum_u is None else ig_sum_u + fused_u
+            ig_sum_i = fused_i if ig_sum_i is None else ig_sum_i + fused_i
+            kg_sum_u = kg_sum_u + layer_u
+            kg_sum_i = kg_sum_i + layer_i
+        assert ig_sum_u is not None and ig_sum_i is not None
+        n = self.n_layers
+        return ig_sum_u / n, ig_sum_i / n, kg_sum_u / (n + 1), kg_sum_i / (n + 1)
+
+    # ------------------------------------------------------------------ losses
+
+    def forward(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> dict[str, Tensor]:
+        ig_users, ig_items, kg_users, kg_items = self.views()
+        u = ig_users[users]
+        pos_scores = (u * ig_items[pos_items]).sum(-1)
+        neg_scores = (u * ig_items[neg_items]).sum(-1)
+        bpr = -torch.log(BPR_GAMMA + torch.sigmoid(pos_scores - neg_scores)).sum()
+        reg = (
+            torch.linalg.vector_norm(self.user_embedding(users))
+            + torch.linalg.vector_norm(self.entity_embedding(pos_items))
+            + torch.linalg.vector_norm(self.entity_embedding(neg_items))
+        )
+        unique_users = torch.unique(users)
+        unique_items = torch.unique(pos_items)
+        cl = info_nce(ig_users[unique_users], kg_users[unique_users], self.tau) + info_nce(
+            ig_items[unique_items], kg_items[unique_items], self.tau
+        )
+        return {"bpr_reg": bpr + self.reg_weight * reg, "cl": self.cl_rate * cl}
+
+    def final_embeddings(self) -> tuple[Tensor, Tensor]:
+        ig_users, ig_items, _, _ = self.views()
+        return ig_users, ig_items
+
+
+def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _l2_normalize(x: Tensor) -> Tensor:
+    return F.normalize(x.to(_at_least_float32(x.dtype)), dim=1)
+
+
+def info_nce(view1: Tensor, view2: Tensor, tau: float) -> Tensor:
+    """Sum over rows of -log softmax of the matching row among all rows (cosine / tau)."""
+    with torch.autocast(view1.device.type, enabled=False):
+        a = F.normalize(view1.to(_at_least_float32(view1.dtype)), dim=1)
+        b = F.normalize(view2.to(a.dtype), dim=1)
+        positive = (a * b).sum(1) / tau
+        total = torch.logsumexp(a @ b.t() / tau, dim=1)
+        return (total - positive).sum()

@@ -1,0 +1,159 @@
+"""SimKGCL: equivalence with the plain reference, dropout behaviour, reproducibility."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from reference_simkgcl import reference_losses, reference_views
+from toy_graph import toy_graph
+
+from simkgcl.errors import ConfigError
+from simkgcl.models import get_model_class
+
+NO_DROPOUT = {"kg_drop_rate": 0.0, "ig_drop_rate": 0.0, "mess_drop_rate": 0.0}
+BATCH = (
+    torch.tensor([0, 2, 2, 4, 1]),
+    torch.tensor([0, 3, 5, 1, 2]),
+    torch.tensor([4, 1, 0, 2, 5]),
+)
+
+
+def _model(**overrides):
+    torch.manual_seed(7)
+    config = {"embedding_size": 6, "n_layers": 3, **NO_DROPOUT, **overrides}
+    model = get_model_class("simkgcl")(toy_graph(), config).double()
+    with torch.no_grad():  # larger relation rows make the attention weights far from uniform
+        model.relation_embedding.weight.mul_(4.0)
+    return model
+
+
+@pytest.mark.parametrize("kg_view", ["fused", "pure"])
+@pytest.mark.parametrize("user_rel_softmax", [True, False])
+def test_fast_model_matches_plain_reference(kg_view, user_rel_softmax):
+    model = _model(kg_view=kg_view, user_rel_softmax=user_rel_softmax)
+    model.train()  # dropout rates are 0, so training mode must equal the reference exactly
+    params = {
+        "user": model.user_embedding.weight,
+        "entity": model.entity_embedding.weight,
+        "relation": model.relation_embedding.weight,
+    }
+    users, pos, neg = BATCH
+    ref_views = reference_views(toy_graph(), params, 3, kg_view, user_rel_softmax)
+    fast_views = model.views()
+    for got, want in zip(fast_views, ref_views, strict=True):
+        assert torch.allclose(got, want, atol=1e-5, rtol=0)
+
+    terms = model(users, pos, neg)
+    ref_terms = reference_losses(ref_views, params, users, pos, neg, 1e-4, 0.5, 0.2)
+    assert set(terms) == {"bpr_reg", "cl"}
+    weights = list(params.values())
+    for name in terms:
+        assert torch.allclose(terms[name], ref_terms[name], atol=1e-5, rtol=0)
+        grads = torch.autograd.grad(terms[name], weights, retain_graph=True)
+        ref_grads = torch.autograd.grad(ref_terms[name], weights, retain_graph=True)
+        for got, want in zip(grads, ref_grads, strict=True):
+            assert torch.allclose(got, want, atol=1e-5, rtol=0), name
+
+
+def test_kg_views_differ_between_modes():
+    fused = _model(kg_view="fused").views()
+    pure = _model(kg_view="pure").views()
+    assert torch.allclose(fused[0], pure[0]) is False or torch.allclose(fused[1], pure[1]) is False
+    assert not torch.allclose(fused[2], pure[2])
+
+
+def test_items_without_triples_get_zero_kg_message_and_unit_rows():
+    model = _model()
+    model.eval()
+    entities = model.entity_embedding.weight
+    new_users, new_entities = model._kg_forward(model.user_embedding.weight, entities)
+    assert torch.count_nonzero(new_entities[[4, 5, 8]]) == 0  # no outgoing triples
+    norms = new_entities[[0, 1, 2, 3, 6, 7, 9]].norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms))
+    assert torch.allclose(new_users.norm(dim=1), torch.ones(5, dtype=torch.float64))
+
+
+def _dropout_masks(model, calls):
+    """Capture the (triple keep mask, UI values) the model draws in each KG step."""
+    seen = []
+    original = model._kg_entities
+
+    def spy(entities, relations, keep):
+        seen.append(keep.clone())
+        return original(entities, relations, keep)
+
+    model._kg_entities = spy
+    ui_seen = []
+    original_matmul = model.user_item.matmul
+
+    def ui_spy(values, dense):
+        ui_seen.append(values.detach().clone())
+        return original_matmul(values, dense)
+
+    model.user_item.matmul = ui_spy
+    for _ in range(calls):
+        model.views()
+    return seen, ui_seen
+
+
+def test_dropout_shares_rescaling_freshness_and_reproducibility():
+    model = _model(kg_drop_rate=0.3, ig_drop_rate=0.5, mess_drop_rate=0.0)
+    model.train()
+    torch.manual_seed(11)
+    masks, ui_values = _dropout_masks(model, calls=40)
+    n_triples = model.n_triples
+    assert len(masks) == 40 * 3  # a fresh draw in every layer of every call
+    assert all(int(m.sum()) == int(n_triples * 0.7) for m in masks)
+    assert not all(torch.equal(masks[0], m) for m in masks[1:])
+    # UI values alternate: (IG step: undropped, KG step: dropped) per layer
+    full = model.ui_values
+    dropped = [v for v in ui_values if not torch.equal(v, full)]
+    assert len(dropped) == 40 * 3
+    stacked = torch.stack(dropped)
+    kept = stacked != 0
+    assert torch.allclose(stacked[kept], (full.expand_as(stacked) / 0.5)[kept])
+    share = kept.double().mean().item()
+    assert abs(share - 0.5) < 0.06  # 1440 Bernoulli draws: sd ~ 0.013
+    assert not torch.equal(kept[0], kept[1])
+
+    torch.manual_seed(5)
+    first = model(*BATCH)
+    torch.manual_seed(5)
+    second = model(*BATCH)
+    third = model(*BATCH)
+    assert torch.equal(first["bpr_reg"], second["bpr_reg"])
+    assert not torch.equal(second["bpr_reg"], third["bpr_reg"])
+
+
+def test_final_embeddings_are_deterministic_in_eval_mode():
+    model = _model(kg_drop_rate=0.1, ig_drop_rate=0.5, mess_drop_rate=0.1)
+    model.eval()
+    with torch.no_grad():
+        a = model.final_embeddings()
+        b = model.final_embeddings()
+    assert a[0].shape == (5, 6) and a[1].shape == (6, 6)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ConfigError, match="kg_view"):
+        _model(kg_view="sideways")
+    with pytest.raises(ConfigError, match="ig_drop_rate"):
+        _model(ig_drop_rate=1.0)
+
+
+def test_training_reduces_loss_with_default_dropout():
+    torch.manual_seed(3)
+    model = get_model_class("simkgcl")(toy_graph(), {"embedding_size": 8})
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    users, pos, neg = BATCH
+    first = last = None
+    for step in range(30):
+        terms = model(users, pos, neg)
+        loss = terms["bpr_reg"] + terms["cl"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = loss.item() if step == 0 else first
+        last = loss.item()
+    assert last < first
