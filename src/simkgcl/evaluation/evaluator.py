@@ -1,0 +1,222 @@
+"""Full-ranking evaluation: every item is scored for every evaluated user.
+
+For a batch of users the scores are one matrix product ``user_emb[batch] @ item_emb.T`` on the
+device; items the user must not be credited for (training items, and validation items when
+testing) get ``-inf``; ``topk`` gives the ranked lists, and membership of the held-out items gives
+the hits matrix the metrics are computed from. The number of users per batch follows from a
+budget of score cells (``eval_batch_size``, RecBole's meaning), so memory stays bounded whatever
+the catalogue size. The index structures of a split are built once (:meth:`Evaluator.task`) and
+reused at every validation.
+
+With ``world_size > 1`` each rank evaluates its contiguous share of the users and the sums are
+all-reduced, so every rank returns the same metrics as one process would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from simkgcl.data.dataset import Interactions
+from simkgcl.errors import ConfigError
+from simkgcl.evaluation.metrics import RANKING_METRICS, per_user_metrics
+from simkgcl.models.base import Recommender
+
+
+@dataclass
+class RankingTask:
+    """Who is evaluated on what, as device tensors indexed by evaluation row.
+
+    Row ``r`` is user ``users[r]``. Held-out items are kept as sorted keys ``r * n_items + item``
+    (membership by binary search); excluded items as (row, item) pairs sorted by row, with a
+    host-side ``exclude_indptr`` so that a batch of rows is sliced without a device sync.
+    """
+
+    users: Tensor  # (n_rows,) int64, on device
+    n_pos: Tensor  # (n_rows,) int64, on device
+    pos_keys: Tensor  # (n_pos_total,) int64 sorted, on device
+    exclude_rows: Tensor  # (n_excl,) int64, on device
+    exclude_items: Tensor  # (n_excl,) int64, on device
+    exclude_indptr: np.ndarray  # (n_rows + 1,) int64, on host
+    row_offset: int  # first global row of this rank's share (0 without sharding)
+    n_rows_total: int  # rows over all ranks
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.users.shape[0])
+
+
+def _rank_share(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Contiguous [start, end) share of ``n`` rows for ``rank`` (sizes differ by at most one)."""
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+class Evaluator:
+    """Computes ``metrics`` at every K in ``topk`` for a model or a pair of embedding tables."""
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        *,
+        metrics: Sequence[str],
+        topk: Sequence[int],
+        eval_batch_size: int,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.n_users = n_users
+        self.n_items = n_items
+        self.metrics = list(metrics)
+        self.topk = sorted(set(topk))
+        self.max_k = self.topk[-1]
+        if self.max_k > n_items:
+            raise ConfigError(f"config key 'topk': K={self.max_k} is larger than the number of "
+                              f"items ({n_items})")
+        self.device = torch.device(device)
+        self.rank = rank
+        self.world_size = world_size
+        # Budget of score cells per batch -> users per batch (at least one user).
+        self.users_per_batch = max(1, int(eval_batch_size) // max(1, n_items))
+
+    @classmethod
+    def from_config(cls, config, n_users: int, n_items: int, device: torch.device | str,
+                    rank: int = 0, world_size: int = 1) -> Evaluator:
+        """Evaluator for the config's metrics (plus the valid_metric's, if not listed)."""
+        metrics = list(config["metrics"])
+        valid_name = config["valid_metric"].split("@")[0]
+        if valid_name not in metrics:
+            metrics.append(valid_name)
+        return cls(n_users, n_items, metrics=metrics, topk=config["topk"],
+                   eval_batch_size=config["eval_batch_size"], device=device, rank=rank,
+                   world_size=world_size)
+
+    # -- building the index of one split ------------------------------------------------------
+
+    def task(self, positives: Interactions, exclude: Sequence[Interactions] = ()) -> RankingTask:
+        """Index held-out ``positives``; items in ``exclude`` are never credited or recommended."""
+        n_items = self.n_items
+        pos_u = np.asarray(positives.users, dtype=np.int64)
+        pos_i = np.asarray(positives.items, dtype=np.int64)
+        pair = np.unique(pos_u * n_items + pos_i)  # de-duplicated, sorted by user then item
+        pair_users = pair // n_items
+        users_all, counts_all = np.unique(pair_users, return_counts=True)
+        start, end = _rank_share(len(users_all), self.rank, self.world_size)
+        users = users_all[start:end]
+        counts = counts_all[start:end]
+        # rows of this share: keys relative to the share's first row
+        row_of_user = np.full(self.n_users, -1, dtype=np.int64)
+        row_of_user[users] = np.arange(len(users), dtype=np.int64)
+        pair_rows = row_of_user[pair_users]
+        keep = pair_rows >= 0
+        pos_keys = pair_rows[keep] * n_items + (pair[keep] % n_items)
+
+        if exclude:
+            ex_u = np.concatenate([np.asarray(e.users, dtype=np.int64) for e in exclude])
+            ex_i = np.concatenate([np.asarray(e.items, dtype=np.int64) for e in exclude])
+        else:
+            ex_u = ex_i = np.zeros(0, dtype=np.int64)
+        ex_rows = row_of_user[ex_u] if len(ex_u) else ex_u
+        keep_ex = ex_rows >= 0
+        ex_rows, ex_i = ex_rows[keep_ex], ex_i[keep_ex]
+        order = np.argsort(ex_rows, kind="stable")
+        ex_rows, ex_i = ex_rows[order], ex_i[order]
+        indptr = np.zeros(len(users) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(ex_rows, minlength=len(users)), out=indptr[1:])
+
+        dev = self.device
+        return RankingTask(
+            users=torch.from_numpy(users).to(dev),
+            n_pos=torch.from_numpy(counts).to(dev),
+            pos_keys=torch.from_numpy(pos_keys).to(dev),
+            exclude_rows=torch.from_numpy(ex_rows).to(dev),
+            exclude_items=torch.from_numpy(ex_i).to(dev),
+            exclude_indptr=indptr,
+            row_offset=start,
+            n_rows_total=len(users_all),
+        )
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def evaluate(self, model: Recommender, task: RankingTask) -> dict[str, float]:
+        """Metrics of ``model`` on ``task``; its final embeddings are computed once."""
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                user_emb, item_emb = model.final_embeddings()
+        finally:
+            model.train(was_training)
+        return self.evaluate_embeddings(user_emb, item_emb, task)
+
+    def _batches(self, task: RankingTask, user_emb: Tensor, item_emb: Tensor):
+        """Yield (start, end, top item ids, hits) for each batch of evaluation rows."""
+        item_t = item_emb.t()
+        n_items = self.n_items
+        for start in range(0, task.n_rows, self.users_per_batch):
+            end = min(start + self.users_per_batch, task.n_rows)
+            scores = user_emb[task.users[start:end]] @ item_t
+            lo, hi = int(task.exclude_indptr[start]), int(task.exclude_indptr[end])
+            if hi > lo:
+                scores[task.exclude_rows[lo:hi] - start, task.exclude_items[lo:hi]] = float("-inf")
+            top_scores, top_items = torch.topk(scores, self.max_k, dim=1)
+            rows = torch.arange(start, end, device=scores.device).unsqueeze(1)
+            keys = rows * n_items + top_items
+            if task.pos_keys.numel():
+                where = torch.searchsorted(task.pos_keys, keys).clamp_(max=task.pos_keys.numel() - 1)
+                hits = (task.pos_keys[where] == keys) & torch.isfinite(top_scores)
+            else:
+                hits = torch.zeros_like(keys, dtype=torch.bool)
+            yield start, end, top_items, hits
+
+    def evaluate_embeddings(self, user_emb: Tensor, item_emb: Tensor,
+                            task: RankingTask) -> dict[str, float]:
+        """Metrics for scores ``user_emb @ item_emb.T`` (tables already on the device)."""
+        user_emb = user_emb.to(self.device)
+        item_emb = item_emb.to(self.device)
+        ranking = [m for m in self.metrics if m in RANKING_METRICS]
+        names = [f"{m}@{k}" for m in ranking for k in self.topk]
+        sums = torch.zeros(len(names), dtype=torch.float64, device=self.device)
+        want_coverage = "ItemCoverage" in self.metrics
+        covered = (torch.zeros(len(self.topk), self.n_items, dtype=torch.bool, device=self.device)
+                   if want_coverage else None)
+        for start, end, top_items, hits in self._batches(task, user_emb, item_emb):
+            if ranking:
+                values = per_user_metrics(hits, task.n_pos[start:end], ranking, self.topk)
+                sums += torch.stack([values[n].sum() for n in names])
+            if covered is not None:
+                for j, k in enumerate(self.topk):
+                    covered[j, top_items[:, :k].reshape(-1)] = True
+        count = torch.tensor([float(task.n_rows)], dtype=torch.float64, device=self.device)
+        if self.world_size > 1 and torch.distributed.is_available() and \
+                torch.distributed.is_initialized():
+            torch.distributed.all_reduce(sums)
+            torch.distributed.all_reduce(count)
+            if covered is not None:
+                cov = covered.to(torch.uint8)
+                torch.distributed.all_reduce(cov, op=torch.distributed.ReduceOp.MAX)
+                covered = cov.bool()
+        n_users = float(count.item())
+        values = (sums / n_users).tolist() if n_users > 0 else [0.0] * len(names)
+        per_name = dict(zip(names, values, strict=True))
+        if covered is not None:
+            cov_values = (covered.sum(1).to(torch.float64) / self.n_items).tolist()
+            for j, k in enumerate(self.topk):
+                per_name[f"ItemCoverage@{k}"] = cov_values[j]
+        # Report in the order the metrics were asked for, each at every K.
+        return {f"{m}@{k}": per_name[f"{m}@{k}"] for m in self.metrics for k in self.topk}
+
+    def top_items(self, user_emb: Tensor, item_emb: Tensor, task: RankingTask) -> Tensor:
+        """(n_rows, max K) ranked item ids for the task's users, exactly as evaluation ranks them."""
+        parts = [top for _, _, top, _ in self._batches(task, user_emb.to(self.device),
+                                                        item_emb.to(self.device))]
+        if not parts:
+            return torch.zeros(0, self.max_k, dtype=torch.long, device=self.device)
+        return torch.cat(parts)

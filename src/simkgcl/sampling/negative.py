@@ -1,0 +1,149 @@
+"""Training triples (user, positive item, negative item) for a whole epoch at once.
+
+Negatives are drawn uniformly from the items the user has *not* interacted with in training.
+Everything is vectorised: draw one candidate per row, find the rows whose candidate is a training
+item (binary search in the sorted keys ``user * n_items + item``), redraw only those rows, and
+repeat until none is left. Since a user who has seen a share ``p`` of the catalogue needs ``1/(1-p)``
+draws on average, the loop ends after a handful of rounds on real data.
+
+The random stream of epoch ``e`` comes from a generator seeded with ``(seed, e)`` only, so the
+samples of an epoch do not depend on what ran before it: a resumed run draws exactly what an
+uninterrupted one would, and every DDP rank draws the same epoch and keeps its own share of the
+batches. Samples are drawn on the host (identical on CPU and CUDA) and moved to the device once per
+epoch; a batch is then a slice of device tensors, never a host-to-device copy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from simkgcl.errors import InputError
+
+# Distinguishes the sampler's random stream from other streams derived from the same seed.
+_SAMPLER_STREAM = 0x5A3D
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = _SAMPLER_STREAM) -> torch.Generator:
+    """A CPU generator determined by (seed, epoch, stream) alone."""
+    words = np.random.SeedSequence([int(seed), int(epoch), int(stream)]).generate_state(2)
+    gen = torch.Generator()
+    gen.manual_seed(int(words[0]) << 31 ^ int(words[1]))
+    return gen
+
+
+@dataclass
+class EpochBatches:
+    """One epoch's triples on the device, cut into this rank's batches."""
+
+    users: Tensor
+    pos_items: Tensor
+    neg_items: Tensor
+    batch_size: int
+    batch_ids: list[int]  # which of the epoch's batches this rank trains on, in order
+
+    def __len__(self) -> int:
+        return len(self.batch_ids)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.users.shape[0])
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        for b in self.batch_ids:
+            s = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            yield self.users[s], self.pos_items[s], self.neg_items[s]
+
+
+class NegativeSampler:
+    """Uniform negatives outside each user's training items; shuffled batches per epoch.
+
+    ``num_negatives`` > 1 repeats every training pair that many times, each with its own negative
+    (RecBole's ``neg_sampling: {uniform: N}``). With ``world_size`` > 1, rank ``r`` trains on
+    batches ``r, r + world_size, ...``; the list is padded by wrapping around so that every rank
+    runs the same number of batches (a requirement of gradient all-reduce).
+    """
+
+    def __init__(
+        self,
+        users: np.ndarray | Tensor,
+        items: np.ndarray | Tensor,
+        n_items: int,
+        *,
+        batch_size: int,
+        seed: int,
+        num_negatives: int = 1,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        u = torch.as_tensor(np.asarray(users), dtype=torch.int64).cpu()
+        i = torch.as_tensor(np.asarray(items), dtype=torch.int64).cpu()
+        if u.shape != i.shape or u.dim() != 1:
+            raise ValueError("users and items must be 1-D arrays of the same length")
+        if u.numel() == 0:
+            raise InputError("the training split is empty: nothing to train on")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.n_items = int(n_items)
+        self.keys = torch.unique(u * self.n_items + i)  # sorted, de-duplicated
+        seen_per_user = torch.bincount(self.keys // self.n_items)
+        full = (seen_per_user >= self.n_items).nonzero().flatten()
+        if full.numel():
+            raise InputError(
+                f"user id {int(full[0])} has interacted with all {self.n_items} items in training, "
+                "so no negative item can be drawn for it; filter such users out"
+            )
+        self.users = u
+        self.items = i
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.num_negatives = int(num_negatives)
+        self.device = torch.device(device)
+        self.rank = rank
+        self.world_size = world_size
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.users.numel()) * self.num_negatives
+
+    @property
+    def n_batches(self) -> int:
+        """Batches of the whole epoch (all ranks together)."""
+        return math.ceil(self.n_samples / self.batch_size)
+
+    def is_training_item(self, users: Tensor, items: Tensor) -> Tensor:
+        """Bool mask: is ``items[k]`` a training item of ``users[k]`` (host tensors)."""
+        keys = users * self.n_items + items
+        where = torch.searchsorted(self.keys, keys).clamp_(max=self.keys.numel() - 1)
+        return self.keys[where] == keys
+
+    def draw_negatives(self, users: Tensor, generator: torch.Generator) -> Tensor:
+        """One uniform non-training item per entry of ``users`` (host tensor)."""
+        neg = torch.randint(0, self.n_items, users.shape, generator=generator)
+        todo = self.is_training_item(users, neg).nonzero().flatten()
+        while todo.numel():
+            neg[todo] = torch.randint(0, self.n_items, todo.shape, generator=generator)
+            todo = todo[self.is_training_item(users[todo], neg[todo])]
+        return neg
+
+    def epoch(self, epoch: int) -> EpochBatches:
+        """Shuffled triples of ``epoch`` for this rank, on the device."""
+        gen = epoch_generator(self.seed, epoch)
+        users, items = self.users, self.items
+        if self.num_negatives > 1:
+            users = users.repeat_interleave(self.num_negatives)
+            items = items.repeat_interleave(self.num_negatives)
+        order = torch.randperm(users.numel(), generator=gen)
+        users, items = users[order], items[order]
+        negs = self.draw_negatives(users, gen)
+        on_device = torch.stack([users, items, negs]).to(self.device)
+        n_batches = self.n_batches
+        per_rank = math.ceil(n_batches / self.world_size)
+        batch_ids = [(self.rank + j * self.world_size) % n_batches for j in range(per_rank)]
+        return EpochBatches(on_device[0], on_device[1], on_device[2], self.batch_size, batch_ids)
