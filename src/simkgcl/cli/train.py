@@ -1,9 +1,119 @@
-"""Sub-commands (filled in by their owners)."""
+"""``simkgcl train`` and ``simkgcl evaluate``: thin wrappers over :mod:`simkgcl.training.run`."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Mapping
+
+from simkgcl.errors import ConfigError
+
+
+def metrics_table(columns: Mapping[str, Mapping[str, float]]) -> str:
+    """A plain-text table: one row per metric, one column per named metric dict."""
+    names: list[str] = []
+    for values in columns.values():
+        for name in values:
+            if name not in names:
+                names.append(name)
+    width = max([len("metric")] + [len(n) for n in names])
+    head = f"{'metric':<{width}}  " + "  ".join(f"{c:>12}" for c in columns)
+    lines = [head, "-" * len(head)]
+    for name in names:
+        cells = []
+        for values in columns.values():
+            v = values.get(name)
+            cells.append(f"{v:>12.4f}" if v is not None else f"{'-':>12}")
+        lines.append(f"{name:<{width}}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from simkgcl.config import Config
+    from simkgcl.training.run import resume_run, train
+
+    if args.resume:
+        if args.config or args.dataset or args.model:
+            raise ConfigError("--resume takes the run's saved config; --config, --dataset and "
+                              "--model cannot be combined with it (key=value for epochs etc. can)")
+        result = resume_run(args.resume, overrides=args.overrides)
+    else:
+        values = {}
+        if args.dataset:
+            values["dataset"] = args.dataset
+        if args.model:
+            values["model"] = args.model
+        config = Config(values, files=args.config or (), overrides=args.overrides)
+        result = train(config)
+    if args.json:
+        print(json.dumps({"run_dir": str(result.run_dir), "best_epoch": result.best_epoch,
+                          "epochs_run": result.epochs_run, "best_valid": result.best_valid,
+                          "test": result.test}, indent=2))
+        return 0
+    print(metrics_table({"valid (best)": result.best_valid, "test": result.test}))
+    stop = "early stop" if result.stopped_early else "all epochs"
+    print(f"best epoch {result.best_epoch} ({result.valid_metric}); {result.epochs_run} epochs "
+          f"run ({stop})")
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from simkgcl.errors import ArtifactError
+    from simkgcl.training.run import RESULTS_FILE, evaluate_run, read_results
+
+    metrics = evaluate_run(args.run_dir, split=args.split, device=args.device)
+    saved: dict = {}
+    try:
+        results = read_results(args.run_dir)
+        saved = results.get("test" if args.split == "test" else "best_valid", {})
+    except ArtifactError:  # an unfinished run has no results.json: just print the metrics
+        pass
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        columns = {args.split: metrics}
+        if saved:
+            columns[f"{RESULTS_FILE}"] = saved
+        print(metrics_table(columns))
+    if saved:
+        common = [k for k in metrics if k in saved]
+        diff = max((abs(metrics[k] - saved[k]) for k in common), default=0.0)
+        if diff == 0.0:
+            print(f"reproduces the {args.split} metrics in {RESULTS_FILE} exactly")
+        else:
+            print(f"differs from {RESULTS_FILE}: largest absolute difference {diff:.3g}")
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    return None
+    p = sub.add_parser(
+        "train",
+        help="train a model and test it (no arguments: the default model on the bundled data)",
+        description="Train a model with early stopping on validation, test the best model, and "
+        "write a run folder. Settings: built-in defaults <- model defaults <- --config files "
+        "(in order) <- --dataset/--model <- key=value overrides (values are read as YAML; "
+        "dotted keys such as eval_args.order=TO reach into mappings).",
+    )
+    p.add_argument("--config", action="append", metavar="FILE",
+                   help="YAML config file (repeatable; later files win)")
+    p.add_argument("--dataset", metavar="PATH_OR_NAME",
+                   help="dataset folder or bundled dataset name (default lastfm-kg)")
+    p.add_argument("--model", metavar="NAME", help="model to train (default simkgcl)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run exactly where its last checkpoint left it")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser(
+        "evaluate",
+        help="recompute a finished run's metrics from its best checkpoint",
+        description="Reload the best checkpoint with the run's saved config and the same split, "
+        "and compute the metrics of the chosen split (test by default).",
+    )
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--split", choices=("valid", "test"), default="test")
+    e.add_argument("--device", help="override the saved device (auto | cpu | cuda | cuda:N)")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.set_defaults(func=_evaluate)
