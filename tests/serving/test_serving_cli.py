@@ -68,3 +68,14 @@ def test_export_csv_and_parquet_for_listed_users(toy_run: ToyRun, tmp_path: Path
     bad = simkgcl("export", toy_run.run_dir, "--out", tmp_path / "x.csv", "--users", listed)
     assert bad.returncode == 2 and f"{listed}:2: unknown user 'ghost'" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "x.csv").exists()
+
+
+def test_serve_refuses_missing_run_and_missing_fastapi(tmp_path: Path, monkeypatch,
+                                                       capsys) -> None:
+    from simkgcl.cli import main
+
+    assert main(["serve", str(tmp_path / "nowhere")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the extra were not installed
+    assert main(["serve", str(tmp_path)]) == 2
+    assert "pip install 'simkgcl[serve]'" in capsys.readouterr().err

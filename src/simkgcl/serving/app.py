@@ -8,7 +8,7 @@ No ``from __future__ import annotations`` here: FastAPI must see the request mod
 built inside :func:`create_app` (their limits depend on the artifact), as real classes.
 """
 
-import importlib.util
+import importlib
 from typing import Any
 
 from simkgcl import __version__
@@ -20,7 +20,12 @@ DEFAULT_MAX_BATCH_USERS = 1000
 
 def require_serving_deps() -> None:
     """Clear message instead of an ImportError deep inside the server start."""
-    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    missing = []
+    for module in ("fastapi", "uvicorn"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
     if missing:
         raise ConfigError(f"serving needs {' and '.join(missing)}, not installed: "
                           "pip install 'simkgcl[serve]'")
