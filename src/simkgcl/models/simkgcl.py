@@ -112,31 +112,61 @@ class SimKGCL(Recommender):
             raise ConfigError(f"tau must be > 0, got {self.tau}")
 
     def _build_kg(self, graph: GraphData) -> None:
-        """Sort triples by (head, relation, tail) and build the two reusable CSR structures."""
+        """Sort triples by (head, relation, tail) and build the reusable CSR structures.
+
+        Only *active* entities (items and triple heads) can be non-zero after a KG step: any
+        other entity has no triples, so its new row is zero. Layers after the first therefore
+        work on a compact table of ``slots``: active entities in id order (items first, as
+        entity i is item i) and one trailing slot that is always zero and stands for every
+        inactive entity. A triple whose tail is inactive keeps its place in the softmax (its
+        logit is 0) and sends a zero message, exactly as in the full table.
+        """
         n_rel_rows = self.n_relations + 1
+        n_entities = self.n_entities
         heads, rels, tails = (
             graph.kg_heads.long().cpu(),
             graph.kg_relations.long().cpu(),
             graph.kg_tails.long().cpu(),
         )
-        order = torch.argsort((heads * n_rel_rows + rels) * self.n_entities + tails)
+        if heads.numel() and (
+            int(torch.cat([heads, tails]).min()) < 0
+            or int(torch.cat([heads, tails]).max()) >= n_entities
+            or int(rels.min()) < 0
+            or int(rels.max()) >= self.n_relations
+        ):
+            raise ConfigError("KG triple ids out of range for n_entities / n_relations")
+        order = torch.argsort((heads * n_rel_rows + rels) * n_entities + tails)
         heads, rels, tails = heads[order], rels[order], tails[order]
+
+        active = torch.unique(torch.cat([torch.arange(self.n_items), heads]))
+        self.n_slots = int(active.numel()) + 1  # + the zero slot
+        slot_of = torch.full((n_entities,), self.n_slots - 1, dtype=torch.long)
+        slot_of[active] = torch.arange(active.numel())
+        head_slots, tail_slots = slot_of[heads], slot_of[tails]
+
         pair_keys, pair_of_triple = torch.unique_consecutive(
-            heads * n_rel_rows + rels, return_inverse=True
+            head_slots * n_rel_rows + rels, return_inverse=True
         )
         pair_heads, pair_rels = pair_keys // n_rel_rows, pair_keys % n_rel_rows
         n_pairs = int(pair_keys.numel())
         self.n_triples = int(heads.numel())
-        # rows = (head, relation) pairs, columns = tail entities; entries = attention / degree
-        self.triple_pattern = SparsePattern(pair_of_triple, tails, (n_pairs, self.n_entities))
-        # rows = heads, columns = pairs; entries = 1 (sums the relation-scaled pair rows)
+        # rows = (head, relation) pairs, columns = tails (entity ids, or slots after layer 1);
+        # entries = attention weight / head degree
+        self.triple_pattern_full = SparsePattern(pair_of_triple, tails, (n_pairs, n_entities))
+        self.triple_pattern_slots = SparsePattern(
+            pair_of_triple, tail_slots, (n_pairs, self.n_slots)
+        )
+        # rows = head slots, columns = pairs; entries = 1 (sums the relation-scaled pair rows)
         self.pair_pattern = SparsePattern(
-            pair_heads, torch.arange(n_pairs), (self.n_entities, n_pairs)
+            pair_heads, torch.arange(n_pairs), (self.n_slots, n_pairs)
         )
         buffers = {
-            "triple_heads": heads,
-            "head_rel_index": heads * n_rel_rows + rels,
-            "tail_rel_index": tails * n_rel_rows + rels,
+            "active_entities": active,
+            "triple_head_slots": head_slots,
+            "head_rel_full": heads * n_rel_rows + rels,
+            "tail_rel_full": tails * n_rel_rows + rels,
+            "head_rel_slots": head_slots * n_rel_rows + rels,
+            "tail_rel_slots": tail_slots * n_rel_rows + rels,
             "pair_rels": pair_rels,
             "pair_ones": torch.ones(n_pairs),
         }
@@ -145,26 +175,47 @@ class SimKGCL(Recommender):
 
     # ------------------------------------------------------------------ propagation
 
-    def _kg_entities(self, entities: Tensor, relations: Tensor, keep: Tensor | None) -> Tensor:
-        """New entity rows: per head, mean over its (kept) triples of softmax(att) * e_t * w_r."""
-        n_entities = self.n_entities
+    def _kg_entities(
+        self, entities: Tensor, relations: Tensor, keep: Tensor | None, full: bool
+    ) -> Tensor:
+        """New entity slots: per head, mean over its (kept) triples of softmax(att) * e_t * w_r.
+
+        ``entities`` is the full table (E rows, ``full``: layer 0) or the slot table; the
+        result is always the slot table.
+        """
+        if full:
+            pattern, head_rel, tail_rel = (
+                self.triple_pattern_full,
+                self.head_rel_full,
+                self.tail_rel_full,
+            )
+        else:
+            pattern, head_rel, tail_rel = (
+                self.triple_pattern_slots,
+                self.head_rel_slots,
+                self.tail_rel_slots,
+            )
+        n_slots = self.n_slots
         with torch.autocast(entities.device.type, enabled=False):
             entities = entities.to(_at_least_float32(entities.dtype))
             relations = relations.to(entities.dtype)
-            # |e * w_r|^2 for every (entity, relation): one E x (R + 1) product.
+            # |e * w_r|^2 for every (entity, relation): one rows x (R + 1) product.
             sq_norms = ((entities * entities) @ (relations * relations).t()).reshape(-1)
-            logits = sq_norms[self.head_rel_index] * sq_norms[self.tail_rel_index]
-            weights = segment_softmax(logits, self.triple_heads, n_entities, keep)
+            logits = sq_norms[head_rel] * sq_norms[tail_rel]
+            weights = segment_softmax(logits, self.triple_head_slots, n_slots, keep)
             ones = torch.ones_like(logits) if keep is None else keep.to(logits.dtype)
-            degree = torch.zeros(n_entities, dtype=logits.dtype, device=logits.device)
-            degree = degree.index_add(0, self.triple_heads, ones).clamp_min(1.0)
-            weights = weights / degree[self.triple_heads]
-            per_pair = self.triple_pattern.matmul(weights, entities)
+            degree = torch.zeros(n_slots, dtype=logits.dtype, device=logits.device)
+            degree = degree.index_add(0, self.triple_head_slots, ones).clamp_min(1.0)
+            weights = weights / degree[self.triple_head_slots]
+            per_pair = pattern.matmul(weights, entities)
             per_pair = per_pair * relations[self.pair_rels]
             return self.pair_pattern.matmul(self.pair_ones.to(per_pair.dtype), per_pair)
 
-    def _kg_forward(self, users: Tensor, entities: Tensor) -> tuple[Tensor, Tensor]:
-        """The seed's ``kg_forward``: KG aggregation for entities and users, dropout, L2 norm."""
+    def _kg_forward(self, users: Tensor, entities: Tensor, full: bool) -> tuple[Tensor, Tensor]:
+        """The seed's ``kg_forward``: KG aggregation for entities and users, dropout, L2 norm.
+
+        ``entities``: full table (``full``) or slot table; returns (users, entity slots).
+        """
         training = self.training
         keep = None
         if training and self.kg_drop_rate > 0.0 and self.n_triples > 0:
@@ -178,7 +229,7 @@ class SimKGCL(Recommender):
             ui_values = ui_values * kept.to(ui_values.dtype) / (1.0 - self.ig_drop_rate)
 
         relations = self.relation_embedding.weight
-        new_entities = self._kg_entities(entities, relations, keep)
+        new_entities = self._kg_entities(entities, relations, keep, full)
         new_users = self.user_item.matmul(ui_values, entities[: self.n_items])
         affinity = users @ relations.t()
         if self.user_rel_softmax:
@@ -194,14 +245,15 @@ class SimKGCL(Recommender):
         """(IG users, IG items, KG users, KG items); dropout on when the module is training."""
         n_items = self.n_items
         users0, entities0 = self.user_embedding.weight, self.entity_embedding.weight
+        # entity tables are full (E rows) at layer 0 and slot tables after (see _build_kg)
         fused_u, fused_e = users0, entities0  # the IG chain (fused layers)
         kg_u, kg_e = users0, entities0  # the KG chain's input
         ig_sum_u = ig_sum_i = None
         kg_sum_u, kg_sum_i = users0, entities0[:n_items]
-        for _ in range(self.n_layers):
+        for layer in range(self.n_layers):
             ig_u = self.user_item.matmul(self.ui_values, fused_e[:n_items])
             ig_i = self.user_item.t_matmul(self.ui_values, fused_u)
-            new_u, new_e = self._kg_forward(kg_u, kg_e)
+            new_u, new_e = self._kg_forward(kg_u, kg_e, full=layer == 0)
             fused_u = new_u + ig_u
             fused_i = new_e[:n_items] + ig_i
             fused_e = torch.cat([fused_i, new_e[n_items:]])
