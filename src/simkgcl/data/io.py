@@ -191,7 +191,7 @@ def read_atomic(
         )
     fields = parse_atomic_header(path, first)
     names = [name for name, _ in fields]
-    header_text = "\t".join(f"{n}:{k}" for n, k in fields)
+    header_text = " ".join(f"{n}:{k}" for n, k in fields)
     missing = [name for name in required if name not in names]
     if missing:
         raise InputError(
@@ -209,7 +209,6 @@ def read_atomic(
             header=None,
             skiprows=1,
             names=names,
-            usecols=wanted,
             dtype=str,
             quoting=3,  # csv.QUOTE_NONE: RecBole files carry raw text
             keep_default_na=False,
@@ -223,6 +222,7 @@ def read_atomic(
     except (pd.errors.ParserError, ValueError):
         _diagnose_atomic(path, len(names), header_text)
         raise InputError("could not parse this atomic file", path) from None
+    frame = frame[wanted].copy()
     if len(frame) == 0:
         raise InputError(f"file has a header but no rows; expected rows of {header_text}", path)
     # Short rows show up as empty strings in the trailing columns.
