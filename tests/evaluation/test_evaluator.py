@@ -1,0 +1,162 @@
+"""Full-ranking evaluator: masking, hand-checked averages, batching and sharding invariance."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from simkgcl.data.dataset import Interactions
+from simkgcl.errors import ConfigError
+from simkgcl.evaluation import Evaluator
+from simkgcl.models.base import Recommender
+
+
+def _inter(pairs: list[tuple[int, int]]) -> Interactions:
+    users, items = zip(*pairs, strict=True) if pairs else ((), ())
+    return Interactions(np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64))
+
+
+# Scores are user * item value: user 0 ranks items 0,1,2,3,4; user 1 ranks them 4,3,2,1,0.
+# User 2 has no held-out items and must not count in any average.
+ITEM_EMB = torch.tensor([[5.0], [4.0], [3.0], [2.0], [1.0]])
+USER_EMB = torch.tensor([[1.0], [-1.0], [1.0]])
+TRAIN = _inter([(0, 0), (1, 4), (2, 1)])
+VALID = _inter([(0, 2), (1, 3)])
+TEST = _inter([(0, 1), (0, 3), (1, 0)])
+ALL_METRICS = ["Recall", "NDCG", "MRR", "Hit", "Precision", "MAP", "ItemCoverage"]
+
+
+def _evaluator(topk=(1, 2, 3), budget=1000, **kw) -> Evaluator:
+    return Evaluator(3, 5, metrics=ALL_METRICS, topk=list(topk), eval_batch_size=budget, **kw)
+
+
+def test_validation_masks_training_items() -> None:
+    ev = _evaluator()
+    got = ev.evaluate_embeddings(USER_EMB, ITEM_EMB, ev.task(VALID, [TRAIN]))
+    # user 0 ranks [1, 2, 3, 4] (item 0 is a training item): hit at rank 2.
+    # user 1 ranks [3, 2, 1, 0] (item 4 masked): hit at rank 1.
+    assert got["Recall@1"] == pytest.approx((0 + 1) / 2)
+    assert got["Recall@2"] == pytest.approx((1 + 1) / 2)
+    assert got["NDCG@2"] == pytest.approx((1 / math.log2(3) + 1) / 2)
+    assert got["MRR@2"] == pytest.approx((1 / 2 + 1) / 2)
+
+
+def test_testing_masks_training_and_validation_items() -> None:
+    ev = _evaluator()
+    got = ev.evaluate_embeddings(USER_EMB, ITEM_EMB, ev.task(TEST, [TRAIN, VALID]))
+    # user 0: items 0 (train) and 2 (valid) masked -> ranks [1, 3, 4], held out {1, 3}: hits 1,1,0
+    # user 1: items 4 (train) and 3 (valid) masked -> ranks [2, 1, 0], held out {0}:    hits 0,0,1
+    assert got["Recall@1"] == pytest.approx((1 / 2 + 0) / 2)
+    assert got["Recall@2"] == pytest.approx((1 + 0) / 2)
+    assert got["Recall@3"] == pytest.approx((1 + 1) / 2)
+    assert got["Precision@3"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert got["Hit@1"] == pytest.approx((1 + 0) / 2)
+    assert got["MRR@3"] == pytest.approx((1 + 1 / 3) / 2)
+    assert got["NDCG@2"] == pytest.approx((1 + 0) / 2)
+    assert got["NDCG@3"] == pytest.approx((1 + 1 / math.log2(4)) / 2)
+    assert got["MAP@3"] == pytest.approx((1 + 1 / 3) / 2)
+    # distinct recommended items / 5 items: top-1 lists {1}, {2}; top-3 lists cover all five
+    assert got["ItemCoverage@1"] == pytest.approx(2 / 5)
+    assert got["ItemCoverage@3"] == pytest.approx(5 / 5)
+
+
+def test_without_masking_validation_items_the_ranking_differs() -> None:
+    ev = _evaluator()
+    masked = ev.evaluate_embeddings(USER_EMB, ITEM_EMB, ev.task(TEST, [TRAIN, VALID]))
+    unmasked = ev.evaluate_embeddings(USER_EMB, ITEM_EMB, ev.task(TEST, [TRAIN]))
+    # user 0 then ranks [1, 2, 3]: item 2 pushes held-out item 3 out of the top 2
+    assert unmasked["Recall@2"] == pytest.approx((1 / 2 + 0) / 2)
+    assert masked["Recall@2"] != unmasked["Recall@2"]
+
+
+def test_results_are_ordered_by_metric_then_k() -> None:
+    ev = _evaluator(topk=(2, 1))
+    got = ev.evaluate_embeddings(USER_EMB, ITEM_EMB, ev.task(TEST, [TRAIN]))
+    assert list(got)[:4] == ["Recall@1", "Recall@2", "NDCG@1", "NDCG@2"]
+
+
+def test_users_per_batch_follow_the_cell_budget() -> None:
+    assert _evaluator(budget=5).users_per_batch == 1  # 5 cells / 5 items
+    assert _evaluator(budget=12).users_per_batch == 2
+    assert _evaluator(budget=1).users_per_batch == 1  # never zero
+
+
+def _random_problem(seed: int = 0, n_users: int = 50, n_items: int = 40):
+    rng = np.random.default_rng(seed)
+    pairs = {(int(u), int(i)) for u, i in zip(rng.integers(0, n_users, 600),
+                                              rng.integers(0, n_items, 600), strict=True)}
+    pairs_l = sorted(pairs)
+    rng.shuffle(pairs_l)
+    train, test = _inter(pairs_l[:450]), _inter(pairs_l[450:])
+    user_emb = torch.from_numpy(rng.normal(size=(n_users, 6))).float()
+    item_emb = torch.from_numpy(rng.normal(size=(n_items, 6))).float()
+    return train, test, user_emb, item_emb
+
+
+def test_batch_size_does_not_change_results() -> None:
+    train, test, ue, ie = _random_problem()
+    small = Evaluator(50, 40, metrics=ALL_METRICS, topk=[5, 10], eval_batch_size=40)
+    large = Evaluator(50, 40, metrics=ALL_METRICS, topk=[5, 10], eval_batch_size=10**7)
+    assert small.users_per_batch == 1 and large.users_per_batch >= 50
+    a = small.evaluate_embeddings(ue, ie, small.task(test, [train]))
+    b = large.evaluate_embeddings(ue, ie, large.task(test, [train]))
+    assert a == pytest.approx(b, abs=1e-12)
+
+
+def test_rank_shards_partition_users_and_combine_to_the_whole() -> None:
+    train, test, ue, ie = _random_problem(seed=1)
+    metrics = ["Recall", "NDCG", "MAP"]
+    whole_ev = Evaluator(50, 40, metrics=metrics, topk=[10], eval_batch_size=400)
+    whole_task = whole_ev.task(test, [train])
+    whole = whole_ev.evaluate_embeddings(ue, ie, whole_task)
+    shards, users = [], []
+    for rank in range(3):
+        ev = Evaluator(50, 40, metrics=metrics, topk=[10], eval_batch_size=400, rank=rank,
+                       world_size=3)
+        task = ev.task(test, [train])
+        users.append(task.users)
+        shards.append((task.n_rows, ev.evaluate_embeddings(ue, ie, task)))
+    assert torch.equal(torch.cat(users), whole_task.users)
+    for name in whole:
+        combined = sum(n * m[name] for n, m in shards) / whole_task.n_rows
+        assert combined == pytest.approx(whole[name], abs=1e-12)
+
+
+def test_top_items_never_contain_excluded_items() -> None:
+    train, test, ue, ie = _random_problem(seed=2)
+    ev = Evaluator(50, 40, metrics=["Recall"], topk=[10], eval_batch_size=100)
+    task = ev.task(test, [train])
+    top = ev.top_items(ue, ie, task)
+    seen = {(int(u), int(i)) for u, i in zip(train.users, train.items, strict=True)}
+    for row, user in enumerate(task.users.tolist()):
+        assert not {(user, i) for i in top[row].tolist()} & seen
+
+
+def test_topk_larger_than_catalogue_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="topk"):
+        Evaluator(3, 5, metrics=["Recall"], topk=[10], eval_batch_size=100)
+
+
+class _CountingModel(Recommender):
+    def __init__(self) -> None:
+        torch.nn.Module.__init__(self)
+        self.calls = 0
+        self.mode_seen: list[bool] = []
+
+    def final_embeddings(self):
+        self.calls += 1
+        self.mode_seen.append(self.training)
+        return USER_EMB, ITEM_EMB
+
+
+def test_model_embeddings_computed_once_in_eval_mode_and_mode_restored() -> None:
+    model = _CountingModel()
+    model.train()
+    ev = _evaluator(budget=5)  # one user per batch: several batches, still one call
+    ev.evaluate(model, ev.task(TEST, [TRAIN, VALID]))
+    assert model.calls == 1
+    assert model.mode_seen == [False]
+    assert model.training

@@ -1,0 +1,208 @@
+"""Trainer: RecBole early stopping, loss bookkeeping, divergence, callbacks, checkpoints, runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+from engine_fixtures import TINY_MODEL, TinyMF, make_tiny_data
+
+import simkgcl.models as registry
+from simkgcl.config import Config
+from simkgcl.errors import ArtifactError
+from simkgcl.sampling import NegativeSampler
+from simkgcl.training import Trainer, TrainingDiverged, build_optimizer
+from simkgcl.training.checkpoint import (
+    atomic_write_bytes,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+)
+from simkgcl.training.graph import build_graph
+from simkgcl.training.run import evaluate_run, train
+
+
+@pytest.fixture
+def tiny_model(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setitem(registry._MODELS, TINY_MODEL, ("engine_fixtures", "TinyMF"))
+    return TINY_MODEL
+
+
+class ScriptedEvaluator:
+    """Returns a fixed sequence of validation scores (to test the stopping rule alone)."""
+
+    def __init__(self, scores: list[float]):
+        self.scores = list(scores)
+        self.calls = 0
+
+    def evaluate(self, model, task) -> dict[str, float]:
+        score = self.scores[self.calls]
+        self.calls += 1
+        return {"NDCG@20": score}
+
+
+def _trainer(tiny_model: str, scores, tmp_path=None, callbacks=(), **overrides) -> Trainer:
+    cfg = Config(model=tiny_model, show_progress=False, **overrides)
+    ds, split = make_tiny_data()
+    torch.manual_seed(0)
+    model = TinyMF(build_graph(ds, split), cfg)
+    sampler = NegativeSampler(split.train.users, split.train.items, ds.n_items, batch_size=64,
+                              seed=cfg["seed"])
+    return Trainer(model, cfg, sampler, ScriptedEvaluator(scores), valid_task=object(),
+                   run_dir=tmp_path, callbacks=callbacks)
+
+
+def test_early_stopping_follows_recbole(tiny_model: str) -> None:
+    # best 0.2 at epoch 1, tie at epoch 2 counts as improvement (>=); then 3 worse scores:
+    # patience 1, 2, 3 > stopping_step 2 -> stop after epoch 5
+    trainer = _trainer(tiny_model, [0.1, 0.2, 0.2, 0.1, 0.15, 0.19, 0.5], epochs=50,
+                       stopping_step=2)
+    state = trainer.fit()
+    assert state.stopped_early
+    assert state.epoch == 6
+    assert state.best_epoch == 2
+    assert state.best_score == 0.2
+    assert state.patience == 3
+
+
+def test_eval_step_validates_every_nth_epoch(tiny_model: str) -> None:
+    records: list[dict] = []
+    trainer = _trainer(tiny_model, [0.3, 0.2, 0.1], callbacks=[records.append], epochs=6,
+                       eval_step=2, stopping_step=5)
+    trainer.fit()
+    assert [r["valid_score"] is not None for r in records] == [False, True] * 3
+    assert trainer.state.best_epoch == 1
+
+
+def test_smaller_is_better_metric(tiny_model: str) -> None:
+    trainer = _trainer(tiny_model, [0.5, 0.3, 0.4, 0.4], epochs=4, stopping_step=5,
+                       valid_metric_bigger=False)
+    assert trainer.fit().best_epoch == 1
+
+
+def test_callback_can_stop_and_can_abort(tiny_model: str) -> None:
+    trainer = _trainer(tiny_model, [0.1] * 10, callbacks=[lambda r: r["epoch"] == 2], epochs=10,
+                       stopping_step=50)
+    state = trainer.fit()
+    assert state.epoch == 3 and not state.stopped_early
+
+    class Pruned(Exception):
+        pass
+
+    def prune(record):
+        if record["epoch"] == 1:
+            raise Pruned
+
+    with pytest.raises(Pruned):
+        _trainer(tiny_model, [0.1] * 10, callbacks=[prune], epochs=10).fit()
+
+
+def test_each_loss_term_is_summed_by_name(tiny_model: str) -> None:
+    trainer = _trainer(tiny_model, [0.1], epochs=1)
+    losses = trainer.train_epoch(0)
+    assert set(losses) == {"bpr", "aux"}
+    assert losses["aux"] == 0.0
+    # sum over the epoch's batches: each batch's bpr is ~log 2 at initialisation
+    assert losses["bpr"] == pytest.approx(np.log(2) * len(trainer.sampler.epoch(0)), rel=0.1)
+
+
+def test_nan_loss_stops_with_epoch_and_term(tiny_model: str) -> None:
+    trainer = _trainer(tiny_model, [0.1] * 5, epochs=5, poison_after=6)  # 4 batches per epoch
+    with pytest.raises(TrainingDiverged, match=r"epoch 1: loss term 'aux' is nan"):
+        trainer.fit()
+
+
+@pytest.mark.parametrize("learner", ["adam", "adamw", "sgd", "adagrad", "rmsprop"])
+def test_every_learner_decreases_the_loss(learner: str, tiny_model: str) -> None:
+    lr = 0.5 if learner in ("sgd", "adagrad") else 0.05
+    trainer = _trainer(tiny_model, [0.1] * 8, epochs=8, learner=learner, learning_rate=lr,
+                       dropout=0.0)
+    first = trainer.train_epoch(0)["bpr"]
+    for e in range(1, 8):
+        last = trainer.train_epoch(e)["bpr"]
+    assert last < first
+
+
+def test_gradient_clipping_bounds_the_update(tiny_model: str) -> None:
+    # with SGD and lr 1, one step moves the parameters by exactly the (clipped) gradient
+    trainer = _trainer(tiny_model, [0.1], epochs=1, learner="sgd", learning_rate=1.0,
+                       clip_grad_norm={"max_norm": 1e-3}, train_batch_size=10**6, dropout=0.0)
+    trainer.sampler.batch_size = 10**6  # one batch: one step
+    before = torch.cat([p.detach().flatten().clone() for p in trainer.model.parameters()])
+    trainer.train_epoch(0)
+    after = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    assert torch.linalg.vector_norm(after - before).item() == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_weight_decay_reaches_the_optimizer() -> None:
+    opt = build_optimizer("adam", [torch.nn.Parameter(torch.ones(2))], lr=0.1, weight_decay=0.3)
+    assert opt.param_groups[0]["weight_decay"] == 0.3
+
+
+def test_checkpoints_are_plain_data(tiny_model: str, tmp_path) -> None:
+    trainer = _trainer(tiny_model, [0.1, 0.3, 0.2], tmp_path=tmp_path, epochs=3)
+    trainer.fit()
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
+    assert last["state"]["epoch"] == 3 and last["state"]["best_epoch"] == 1
+    assert set(last["rng"]) >= {"python", "numpy", "torch"}
+    assert "state" in last["optimizer"]
+    assert best["epoch"] == 1 and best["score"] == 0.3
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
+
+
+def test_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
+    target = tmp_path / "last.pt"
+    atomic_write_bytes(target, b"old")
+
+    def crash(fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"new and longer")
+    assert target.read_bytes() == b"old"
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path) -> None:
+    (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ArtifactError, match="cannot be loaded"):
+        load_checkpoint(tmp_path / "last.pt")
+
+
+def test_rng_state_round_trip() -> None:
+    state = capture_rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    restore_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_train_writes_a_complete_run_folder(tiny_model: str, tmp_path) -> None:
+    data = make_tiny_data()
+    cfg = Config(model=tiny_model, epochs=4, show_progress=False, checkpoint_dir=str(tmp_path),
+                 topk=[5, 10], valid_metric="NDCG@10", device="cpu",
+                 metrics=["Recall", "NDCG", "ItemCoverage"])
+    result = train(cfg, data=data)
+    run = result.run_dir
+    assert run.parent == tmp_path and run.name.startswith(f"{tiny_model}-tiny-")
+    for name in ("config.yaml", "train.log", "metrics.jsonl", "results.json",
+                 "checkpoints/best.pt", "checkpoints/last.pt", "artifact/meta.json"):
+        assert (run / name).is_file(), name
+    assert Config.load(run / "config.yaml").to_dict() == cfg.to_dict()
+    assert len(result.history) == 4
+    assert set(result.history[0]["losses"]) == {"bpr", "aux"}
+    results = json.loads((run / "results.json").read_text())
+    assert results["test"] == result.test
+    assert results["best_epoch"] == result.best_epoch
+    assert result.best_valid == result.history[result.best_epoch]["valid"]
+    assert "ItemCoverage@10" in result.test
+    log = (run / "train.log").read_text()
+    assert "resolved config" in log and "learning_rate = 0.001" in log
+    # the best checkpoint, reloaded with the saved config, gives exactly the test metrics
+    assert evaluate_run(run, data=data) == result.test
+    assert evaluate_run(run, split="valid", data=data) == result.best_valid
