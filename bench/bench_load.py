@@ -27,8 +27,14 @@ SHARED = Path(os.environ.get("SIMKGCL_SHARED", REPO / ".." / "shared")).resolve(
 
 
 def _peak_rss_mib() -> float:
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak resident memory of this process (VmHWM: unlike ru_maxrss it is not inherited
+    from the parent across fork/exec)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
