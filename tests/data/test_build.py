@@ -165,6 +165,9 @@ def test_unknown_format_and_id_space_are_config_errors(atomic):
         load_dataset(atomic, kg_id_space="mixed")
 
 
-def test_forced_format_with_missing_files(atomic):
+def test_forced_format_with_missing_files(atomic, tmp_path, folder_of):
     with pytest.raises(InputError, match="needs 'train.txt'"):
         load_dataset(atomic, format="kgat")
+    kgcn = folder_of(tmp_path / "kgcn", {"ratings_final.txt": "0 1 1\n"})
+    with pytest.raises(InputError, match="atomic layout needs '<name>.inter'"):
+        load_dataset(kgcn, format="atomic")

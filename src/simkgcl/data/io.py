@@ -155,7 +155,7 @@ def parse_atomic_header(path: Path, first_line: str) -> list[tuple[str, str]]:
 def _first_line(path: Path) -> str:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as handle:
             return handle.readline()
     except (OSError, EOFError) as exc:
         raise InputError(f"cannot read file ({exc})", path) from None

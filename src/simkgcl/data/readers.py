@@ -115,6 +115,12 @@ def read_atomic_folder(
 ) -> RawData:
     """RecBole atomic layout: ``.inter`` (or benchmark files), ``.kg`` and ``.link``."""
     names = _atomic_names(files)
+    if not names:
+        raise InputError(
+            "atomic layout needs '<name>.inter' (or '<name>.train.inter' + '<name>.test.inter'), "
+            "none found",
+            folder,
+        )
     if len(names) > 1:
         if folder.name in names:
             names = [folder.name]

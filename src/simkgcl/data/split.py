@@ -147,9 +147,11 @@ def split_dataset(
     valid_is_test = False
 
     if ds.fixed_split is not None:
-        if "split" in eval_args and eval_args["split"] != DEFAULT_EVAL_ARGS["split"]:
-            log.info("the data files define the split: eval_args.split is ignored")
         fixed = ds.fixed_split
+        log.info(
+            "using the split defined by the files (%s); eval_args.split is ignored",
+            fixed.notes.get("source", "fixed split"),
+        )
         train, valid, test = fixed.train, fixed.valid, fixed.test
         valid_is_test = bool(fixed.notes.get("valid_is_test"))
         notes["method"] = str(fixed.notes.get("source", "fixed split from the files"))
