@@ -142,3 +142,13 @@ def test_same_seed_same_split_bytes(real, folder):
         x, y = getattr(a, part), getattr(b, part)
         assert x.users.tobytes() == y.users.tobytes()
         assert x.items.tobytes() == y.items.tobytes()
+
+
+def test_amazon_book_loads_in_seconds(shared):
+    """846k interactions in the line-per-user layout: about 0.6 s here; 20 s is a loose guard."""
+    import time
+
+    start = time.perf_counter()
+    ds = load_dataset(shared / "datasets" / "amazon-book")
+    assert time.perf_counter() - start < 20
+    assert len(ds.interactions) == 846_434

@@ -8,6 +8,10 @@ Id conventions (all ids are contiguous, 0-based int64):
 * relations ``0..n_relations-1`` (inverse relations, when added, follow the originals).
 
 Tokens (the user's original ids, as strings) are kept so results can be reported in them.
+Ids follow natural token order ("2" before "10"), so already contiguous integer ids keep their
+value. The entity token of an item without a KG link is "" (the row exists, no triple uses it);
+in KGCL's separate tail id space, KG-only tail entities are named ``tail:<id>``; inverse relations
+(``kg_reverse_r``) are named ``<relation>_inverse``.
 """
 
 from __future__ import annotations
