@@ -76,7 +76,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if saved:
             columns[f"{RESULTS_FILE}"] = saved
         print(metrics_table(columns))
-    if saved:
+    if saved and not args.json:
         common = [k for k in metrics if k in saved]
         diff = max((abs(metrics[k] - saved[k]) for k in common), default=0.0)
         if diff == 0.0:

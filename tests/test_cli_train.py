@@ -1,0 +1,93 @@
+"""`simkgcl train` / `simkgcl evaluate` end to end on a tiny dataset written to disk."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "training"))
+from engine_fixtures import write_kgcn_folder  # noqa: E402
+
+from simkgcl.cli import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("data") / "tiny"
+    write_kgcn_folder(folder)
+    return folder
+
+
+def _train(tiny_folder: Path, runs: Path, capsys, *extra: str) -> tuple[dict, str]:
+    code = main(["train", "--dataset", str(tiny_folder), "--model", "bpr", "--json",
+                 "epochs=3", "show_progress=false", "topk=[5,10]", "valid_metric=NDCG@10",
+                 f"checkpoint_dir={runs}", "device=cpu", *extra])
+    out = capsys.readouterr().out
+    assert code == 0
+    return json.loads(out), out
+
+
+def test_train_then_evaluate_reproduces_test_metrics(tiny_folder: Path, tmp_path: Path,
+                                                     capsys) -> None:
+    result, _ = _train(tiny_folder, tmp_path / "runs", capsys)
+    run = Path(result["run_dir"])
+    assert run.parent == tmp_path / "runs" and run.name.startswith("bpr-tiny-")
+    assert set(result["test"]) == {f"{m}@{k}" for m in ("Recall", "NDCG") for k in (5, 10)}
+
+    assert main(["evaluate", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == result["test"]
+    assert main(["evaluate", str(run), "--split", "valid", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == result["best_valid"]
+    assert main(["evaluate", str(run)]) == 0
+    assert "reproduces the test metrics in results.json exactly" in capsys.readouterr().out
+
+
+def test_train_prints_a_metrics_table_and_the_run_folder(tiny_folder: Path, tmp_path: Path,
+                                                         capsys) -> None:
+    code = main(["train", "--dataset", str(tiny_folder), "--model", "bpr", "epochs=2",
+                 "show_progress=false", "topk=[5,10]", "valid_metric=NDCG@10",
+                 f"checkpoint_dir={tmp_path}", "device=cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["metric", "valid", "(best)", "test"]
+    assert any(line.startswith("NDCG@10") and len(line.split()) == 3 for line in lines)
+    assert f"run folder: {tmp_path}" in out
+
+
+def test_config_file_and_resume_of_a_finished_run(tiny_folder: Path, tmp_path: Path,
+                                                  capsys) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("learning_rate: 0.01\nembedding_size: 16\n")
+    result, _ = _train(tiny_folder, tmp_path / "runs", capsys, "--config", str(cfg))
+    run = Path(result["run_dir"])
+    saved = (run / "config.yaml").read_text()
+    assert "learning_rate: 0.01" in saved and "embedding_size: 16" in saved
+    # resuming with more epochs continues from epoch 3 and keeps the history
+    assert main(["train", "--resume", str(run), "--json", "epochs=5"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["epochs_run"] == 5
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2, 3, 4]
+
+
+def test_user_errors_are_one_line_and_exit_code_2(tmp_path: Path, capsys) -> None:
+    assert main(["train", "epoch=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown config key 'epoch'") and "'epochs'" in err
+    assert len(err.strip().splitlines()) == 1
+
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a resumable run folder" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_resume_refuses_changes_that_break_exactness(tiny_folder: Path, tmp_path: Path,
+                                                     capsys) -> None:
+    result, _ = _train(tiny_folder, tmp_path / "runs", capsys)
+    assert main(["train", "--resume", result["run_dir"], "learning_rate=0.1"]) == 2
+    assert "cannot change learning_rate when resuming" in capsys.readouterr().err
