@@ -66,7 +66,9 @@ def test_items_without_triples_get_zero_kg_message_and_unit_rows():
     model = _model()
     model.eval()
     entities = model.entity_embedding.weight
-    new_users, slots = model._kg_forward(model.user_embedding.weight, entities, full=True)
+    new_users, slots = model._kg_forward(
+        model.user_embedding.weight, entities, entities[:6], full=True
+    )
     new_entities = torch.zeros_like(entities)
     new_entities[model.active_entities] = slots[:-1]
     assert torch.count_nonzero(slots[-1]) == 0  # the shared zero slot of inactive entities

@@ -191,6 +191,9 @@ def segment_softmax(
 ) -> Tensor:
     """Softmax of one scalar per entry over the entries sharing a segment id.
 
+    Gathers use ``index_select`` (its backward is ``index_add_``), far faster on CPU than
+    ``tensor[index]`` whose backward is an accumulating ``index_put_``.
+
     Entries where ``mask`` is False take no part (weight exactly 0, no gradient). The per-segment
     maximum is subtracted for stability and detached (softmax does not depend on it).
     """
@@ -198,7 +201,7 @@ def segment_softmax(
     masked = logits if mask is None else torch.where(mask, logits, torch.full_like(logits, fill))
     seg_max = torch.full((n_segments,), fill, dtype=logits.dtype, device=logits.device)
     seg_max = seg_max.scatter_reduce(0, segment_ids, masked.detach(), "amax", include_self=True)
-    shifted = logits - seg_max[segment_ids]
+    shifted = logits - seg_max.index_select(0, segment_ids)
     if mask is not None:
         shifted = torch.where(mask, shifted, torch.zeros_like(shifted))
     weights = torch.exp(shifted)
@@ -206,7 +209,8 @@ def segment_softmax(
         weights = weights * mask.to(weights.dtype)
     totals = torch.zeros(n_segments, dtype=weights.dtype, device=weights.device)
     totals = totals.index_add(0, segment_ids, weights)
-    return weights / totals.clamp_min(torch.finfo(weights.dtype).tiny)[segment_ids]
+    totals = totals.clamp_min(torch.finfo(weights.dtype).tiny)
+    return weights / totals.index_select(0, segment_ids)
 
 
 def segment_mean(

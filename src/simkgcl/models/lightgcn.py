@@ -58,12 +58,14 @@ class LightGCN(Recommender):
 
     def forward(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> dict[str, Tensor]:
         user_all, item_all = self.propagate()
-        u, p, n = user_all[users], item_all[pos_items], item_all[neg_items]
+        u = user_all.index_select(0, users)
+        p = item_all.index_select(0, pos_items)
+        n = item_all.index_select(0, neg_items)
         loss = bpr_mean((u * p).sum(-1), (u * n).sum(-1))
         reg = emb_loss(
-            self.user_embedding(users),
-            self.item_embedding(pos_items),
-            self.item_embedding(neg_items),
+            self.user_embedding.weight.index_select(0, users),
+            self.item_embedding.weight.index_select(0, pos_items),
+            self.item_embedding.weight.index_select(0, neg_items),
             require_pow=self.require_pow,
         )
         return {"bpr": loss, "reg": self.reg_weight * reg}

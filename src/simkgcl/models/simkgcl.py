@@ -201,20 +201,24 @@ class SimKGCL(Recommender):
             relations = relations.to(entities.dtype)
             # |e * w_r|^2 for every (entity, relation): one rows x (R + 1) product.
             sq_norms = ((entities * entities) @ (relations * relations).t()).reshape(-1)
-            logits = sq_norms[head_rel] * sq_norms[tail_rel]
+            logits = sq_norms.index_select(0, head_rel) * sq_norms.index_select(0, tail_rel)
             weights = segment_softmax(logits, self.triple_head_slots, n_slots, keep)
             ones = torch.ones_like(logits) if keep is None else keep.to(logits.dtype)
             degree = torch.zeros(n_slots, dtype=logits.dtype, device=logits.device)
             degree = degree.index_add(0, self.triple_head_slots, ones).clamp_min(1.0)
-            weights = weights / degree[self.triple_head_slots]
+            weights = weights / degree.index_select(0, self.triple_head_slots)
             per_pair = pattern.matmul(weights, entities)
-            per_pair = per_pair * relations[self.pair_rels]
+            per_pair = per_pair * relations.index_select(0, self.pair_rels)
             return self.pair_pattern.matmul(self.pair_ones.to(per_pair.dtype), per_pair)
 
-    def _kg_forward(self, users: Tensor, entities: Tensor, full: bool) -> tuple[Tensor, Tensor]:
+    def _kg_forward(
+        self, users: Tensor, entities: Tensor, items: Tensor, full: bool
+    ) -> tuple[Tensor, Tensor]:
         """The seed's ``kg_forward``: KG aggregation for entities and users, dropout, L2 norm.
 
-        ``entities``: full table (``full``) or slot table; returns (users, entity slots).
+        ``entities``: full table (``full``) or slot table; ``items`` its first n_items rows
+        (passed in so that autograd sees one slice of a table, not one per use). Returns
+        (users, entity slots).
         """
         training = self.training
         keep = None
@@ -230,43 +234,46 @@ class SimKGCL(Recommender):
 
         relations = self.relation_embedding.weight
         new_entities = self._kg_entities(entities, relations, keep, full)
-        new_users = self.user_item.matmul(ui_values, entities[: self.n_items])
+        new_users = self.user_item.matmul(ui_values, items)
         affinity = users @ relations.t()
         if self.user_rel_softmax:
             affinity = torch.softmax(affinity, dim=-1)  # float32 under autocast
         new_users = new_users + (affinity @ relations) * new_users
 
         if training and self.mess_drop_rate > 0.0:
-            new_entities = F.dropout(new_entities, self.mess_drop_rate, training=True)
-            new_users = F.dropout(new_users, self.mess_drop_rate, training=True)
+            new_entities = _dropout(new_entities, self.mess_drop_rate)
+            new_users = _dropout(new_users, self.mess_drop_rate)
         return _l2_normalize(new_users), _l2_normalize(new_entities)
 
     def views(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(IG users, IG items, KG users, KG items); dropout on when the module is training."""
+        return self._views(self.entity_embedding.weight[: self.n_items])
+
+    def _views(self, items0: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         n_items = self.n_items
         users0, entities0 = self.user_embedding.weight, self.entity_embedding.weight
-        # entity tables are full (E rows) at layer 0 and slot tables after (see _build_kg)
-        fused_u, fused_e = users0, entities0  # the IG chain (fused layers)
-        kg_u, kg_e = users0, entities0  # the KG chain's input
+        # entity tables are full (E rows) at layer 0 and slot tables after (see _build_kg);
+        # each chain is (users, entity table, its item rows)
+        fused_u, fused_e, fused_i = users0, entities0, items0  # the IG chain (fused layers)
+        kg_u, kg_e, kg_i = users0, entities0, items0  # the KG chain's input
         ig_sum_u = ig_sum_i = None
-        kg_sum_u, kg_sum_i = users0, entities0[:n_items]
+        kg_sum_u, kg_sum_i = users0, items0
         for layer in range(self.n_layers):
-            ig_u = self.user_item.matmul(self.ui_values, fused_e[:n_items])
+            ig_u = self.user_item.matmul(self.ui_values, fused_i)
             ig_i = self.user_item.t_matmul(self.ui_values, fused_u)
-            new_u, new_e = self._kg_forward(kg_u, kg_e, full=layer == 0)
+            new_u, new_e = self._kg_forward(kg_u, kg_e, kg_i, full=layer == 0)
+            new_i = new_e[:n_items]
             fused_u = new_u + ig_u
-            fused_i = new_e[:n_items] + ig_i
+            fused_i = new_i + ig_i
             fused_e = torch.cat([fused_i, new_e[n_items:]])
             if self.kg_view == "fused":
-                kg_u, kg_e = fused_u, fused_e
-                layer_u, layer_i = fused_u, fused_i
+                kg_u, kg_e, kg_i = fused_u, fused_e, fused_i
             else:
-                kg_u, kg_e = new_u, new_e
-                layer_u, layer_i = new_u, new_e[:n_items]
+                kg_u, kg_e, kg_i = new_u, new_e, new_i
             ig_sum_u = fused_u if ig_sum_u is None else ig_sum_u + fused_u
             ig_sum_i = fused_i if ig_sum_i is None else ig_sum_i + fused_i
-            kg_sum_u = kg_sum_u + layer_u
-            kg_sum_i = kg_sum_i + layer_i
+            kg_sum_u = kg_sum_u + kg_u
+            kg_sum_i = kg_sum_i + kg_i
         assert ig_sum_u is not None and ig_sum_i is not None
         n = self.n_layers
         return ig_sum_u / n, ig_sum_i / n, kg_sum_u / (n + 1), kg_sum_i / (n + 1)
@@ -274,20 +281,23 @@ class SimKGCL(Recommender):
     # ------------------------------------------------------------------ losses
 
     def forward(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> dict[str, Tensor]:
-        ig_users, ig_items, kg_users, kg_items = self.views()
-        u = ig_users[users]
-        pos_scores = (u * ig_items[pos_items]).sum(-1)
-        neg_scores = (u * ig_items[neg_items]).sum(-1)
+        items0 = self.entity_embedding.weight[: self.n_items]
+        ig_users, ig_items, kg_users, kg_items = self._views(items0)
+        u = ig_users.index_select(0, users)
+        pos_scores = (u * ig_items.index_select(0, pos_items)).sum(-1)
+        neg_scores = (u * ig_items.index_select(0, neg_items)).sum(-1)
         bpr = -torch.log(BPR_GAMMA + torch.sigmoid(pos_scores - neg_scores)).sum()
         reg = (
-            torch.linalg.vector_norm(self.user_embedding(users))
-            + torch.linalg.vector_norm(self.entity_embedding(pos_items))
-            + torch.linalg.vector_norm(self.entity_embedding(neg_items))
+            torch.linalg.vector_norm(self.user_embedding.weight.index_select(0, users))
+            + torch.linalg.vector_norm(items0.index_select(0, pos_items))
+            + torch.linalg.vector_norm(items0.index_select(0, neg_items))
         )
         unique_users = torch.unique(users)
         unique_items = torch.unique(pos_items)
-        cl = info_nce(ig_users[unique_users], kg_users[unique_users], self.tau) + info_nce(
-            ig_items[unique_items], kg_items[unique_items], self.tau
+        cl = info_nce(
+            ig_users.index_select(0, unique_users), kg_users.index_select(0, unique_users), self.tau
+        ) + info_nce(
+            ig_items.index_select(0, unique_items), kg_items.index_select(0, unique_items), self.tau
         )
         return {"bpr_reg": bpr + self.reg_weight * reg, "cl": self.cl_rate * cl}
 
@@ -298,6 +308,12 @@ class SimKGCL(Recommender):
 
 def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
+
+
+def _dropout(x: Tensor, rate: float) -> Tensor:
+    """Inverted dropout; a uniform draw compared to ``rate`` is cheaper than ``bernoulli_`` on CPU."""
+    scaled_mask = torch.rand_like(x).ge_(rate).mul_(1.0 / (1.0 - rate))
+    return x * scaled_mask
 
 
 def _l2_normalize(x: Tensor) -> Tensor:
