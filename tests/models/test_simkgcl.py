@@ -162,3 +162,15 @@ def test_training_reduces_loss_with_default_dropout():
         first = loss.item() if step == 0 else first
         last = loss.item()
     assert last < first
+
+
+def test_graph_without_triples_still_trains():
+    from dataclasses import replace
+
+    empty = torch.zeros(0, dtype=torch.long)
+    graph = replace(toy_graph(), kg_heads=empty, kg_relations=empty, kg_tails=empty)
+    model = get_model_class("simkgcl")(graph, {"embedding_size": 4})
+    terms = model(*BATCH)
+    (terms["bpr_reg"] + terms["cl"]).backward()
+    assert model.entity_embedding.weight.grad is not None
+    assert all(torch.isfinite(v) for v in terms.values())
