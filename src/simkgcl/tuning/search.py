@@ -15,10 +15,12 @@ continues an interrupted search, and several processes (or machines, with a Post
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,12 +195,20 @@ def make_objective(base: Config, space: SearchSpace, out_dir: Path,
 def make_storage(url: str) -> Any:
     """An optuna storage; database URLs get heartbeats so a killed worker's trial is retried."""
     optuna = require_optuna()
+    if not url.startswith(("sqlite:", "postgresql", "mysql")):
+        return url
+    # The stale-trial hook was renamed in optuna 4.9; heartbeats are flagged experimental.
+    params = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
+    hook = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params
+            else "failed_trial_callback")
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) \
+        or optuna.storages.RetryFailedTrialCallback
     try:
-        if url.startswith(("sqlite:", "postgresql", "mysql")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 url, heartbeat_interval=60, grace_period=180,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
-        return url
+                **{hook: retry(max_retry=1)})
     except (ImportError, ModuleNotFoundError) as exc:
         raise ConfigError(f"storage {url!r} needs a database driver that is not installed: "
                           f"{exc}") from None
@@ -278,6 +288,8 @@ def tune(
 
     if n_trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {n_trials}")
+    if prune_warmup < 0 or prune_startup_trials < 0:
+        raise ConfigError("prune warm-up and start-up trials must be >= 0")
     base = _absolute_dataset(base)
     if base["eval_step"] < 1:
         raise ConfigError("a search needs validation: eval_step must be >= 1")
