@@ -95,9 +95,9 @@ def format_trials_table(rows: Sequence[dict[str, Any]], param_keys: Sequence[str
              for r in shown]
     widths = [max(len(h), *(len(line[i]) for line in cells)) if cells else len(h)
               for i, h in enumerate(header)]
-    out = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+    out = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
     out.append("-" * len(out[0]))
-    out += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in cells]
+    out += ["  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
     if limit is not None and len(rows) > limit:
         out.append(f"... {len(rows) - limit} more in trials.csv")
     return "\n".join(out)
@@ -145,7 +145,7 @@ def plot_history(rows: Sequence[dict[str, Any]], path: Any, valid_metric: str,
         pts = [(r["trial"], r["valid"]) for r in ordered
                if r["state"] == state and r["valid"] is not None]
         if pts:
-            ax.scatter(*zip(*pts), marker=marker, label=state)
+            ax.scatter(*zip(*pts, strict=True), marker=marker, label=state)
     best: list[tuple[int, float]] = []
     current = None
     for r in ordered:
@@ -156,7 +156,7 @@ def plot_history(rows: Sequence[dict[str, Any]], path: Any, valid_metric: str,
         if current is not None:
             best.append((r["trial"], current))
     if best:
-        ax.step(*zip(*best), where="post", label="best so far")
+        ax.step(*zip(*best, strict=True), where="post", label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel(f"valid {valid_metric}")
     ax.legend()
