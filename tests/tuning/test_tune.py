@@ -195,3 +195,14 @@ def test_a_missing_optuna_is_a_clear_config_error(tmp_path: Path,
     monkeypatch.setitem(sys.modules, "optuna", None)
     with pytest.raises(ConfigError, match=r"pip install 'simkgcl\[tune\]'"):
         tune(tiny_base(tmp_path), parse_space(LR_SPACE), n_trials=1, out_dir=tmp_path)
+
+
+SPACES = sorted((Path(__file__).parents[2] / "configs" / "spaces").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("space_file", SPACES, ids=[p.stem for p in SPACES])
+def test_shipped_search_spaces_fit_their_model_configs(space_file: Path) -> None:
+    from simkgcl.tuning import load_space
+
+    base = Config(files=[space_file.parents[1] / f"{space_file.stem}.yaml"])
+    load_space(space_file).validate(base)
