@@ -30,11 +30,13 @@ config overrides, as for ``simkgcl train``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import resource
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -156,8 +158,6 @@ class _TimedSampler:
 
 
 def _autocast(device_type: str, name: str):
-    import contextlib
-
     import torch
 
     if name == "none":
@@ -259,6 +259,9 @@ def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
     s_per_batch = sum(epoch_s) / measured_batches
     truncated = spec["max_batches"] is not None and spec["max_batches"] < n_batches_full
     s_per_epoch = s_per_batch * n_batches_full if truncated else sum(epoch_s) / len(epoch_s)
+    # the least disturbed epoch: the figure to compare when other processes share the cores
+    min_epoch = (min(e / b for e, b in zip(epoch_s, batches_per_epoch, strict=True)) * n_batches_full
+                 if truncated else min(epoch_s))
     result: dict[str, Any] = {
         "system": "simkgcl",
         "model": config["model"],
@@ -281,12 +284,14 @@ def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
         "extrapolated": truncated,
         "train_s_per_epoch": s_per_epoch,
         "train_s_per_batch": s_per_batch,
+        "train_s_per_epoch_min": min_epoch,
         "batch_s": _stats(timed.batch_seconds),
         "per_epoch_train_s": epoch_s,
         # CPU seconds of this process per wall second while training: about the thread count
         # when the cores were ours, lower when other processes took them (noisy figures)
         "train_cpu_utilisation": sum(epoch_cpu_s) / sum(epoch_s),
         "eval_s": sum(eval_s) / len(eval_s),
+        "eval_s_min": min(eval_s),
         "per_epoch_eval_s": eval_s,
         "interactions_per_s": config["train_batch_size"] / s_per_batch
         if truncated else sampler.n_samples / s_per_epoch,
@@ -410,12 +415,23 @@ def _run_child(cmd: list[str], threads: int, log_path: Path, timeout: float | No
     env.setdefault("PYTHONPATH", "")
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        timer = threading.Timer(timeout, proc.kill) if timeout else None
+        # its own process group, so that a timeout or an interrupted bench ends the child and
+        # everything it started (run.sh -> python), and nothing else
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                start_new_session=True)
+
+        def end_group() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, end_group) if timeout else None
         if timer is not None:
             timer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            end_group()
+            raise
         finally:
             if timer is not None:
                 timer.cancel()
@@ -497,7 +513,9 @@ def reference_speed(ref: dict[str, Any], warmup: int = WARMUP_EPOCHS) -> dict[st
     return {
         "train_s_per_epoch": s_epoch,
         "train_s_per_batch": s_epoch / batches if batches else None,
+        "train_s_per_epoch_min": min(kept_train),
         "eval_s": sum(kept_eval) / len(kept_eval) if kept_eval else None,
+        "eval_s_min": min(kept_eval) if kept_eval else None,
         "batches_per_epoch": batches,
         "measured_epochs": len(kept_train),
         "peak_rss_mb": ref["peak_rss_mb"],
@@ -517,6 +535,10 @@ def speed_ratios(ours: dict[str, Any], ref: dict[str, Any]) -> dict[str, float |
     return {
         "train_s_per_epoch": ratio(ours["train_s_per_epoch"], ref["train_s_per_epoch"]),
         "eval_s": ratio(ours["eval_s"], ref["eval_s"]),
+        # least disturbed epoch / evaluation of each: steadier when the machine is busy
+        "train_s_per_epoch_min": ratio(ours.get("train_s_per_epoch_min"),
+                                       ref.get("train_s_per_epoch_min")),
+        "eval_s_min": ratio(ours.get("eval_s_min"), ref.get("eval_s_min")),
         "peak_rss_mb": ratio(ours[rss_key], ref[rss_key]),
         "rss_method": rss_key,  # type: ignore[dict-item]
     }
@@ -572,6 +594,10 @@ def speed_markdown(report: dict[str, Any]) -> str:
             f"| | **{_fmt(q['eval_s'])}** "
             f"({_fmt(1 / q['eval_s'] if q['eval_s'] else None)}x faster) | "
             f"**{_fmt(q['peak_rss_mb'])}** | | | | |")
+        lines.append(
+            f"| ours / reference, least disturbed epoch | | | | | | "
+            f"{_fmt(q['train_s_per_epoch_min'])} (min {_fmt(ours['train_s_per_epoch_min'])} vs "
+            f"{_fmt(r['train_s_per_epoch_min'])}) | | {_fmt(q['eval_s_min'])} | | | | | |")
     lines.append("")
     lines.append(f"Command: `{report['command']}`  ")
     lines.append(f"Machine: {report['machine']['cpu_model']}, {report['machine']['nproc']} "
@@ -663,6 +689,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         _child_main(argv[1], argv[2])
         return {}
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     mode = "accuracy" if args.accuracy else "speed"
     label = _dataset_label(args.dataset)
     suffix = "" if args.autocast == "none" else f"-{args.autocast}"
@@ -718,6 +745,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(markdown)
     print(f"[bench] wrote {out_path}", file=sys.stderr)
     return report
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(f"bench: terminated by signal {signum}")
 
 
 def _accuracy_limits(ours: dict[str, Any]) -> tuple[int, int]:
