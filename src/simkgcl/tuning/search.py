@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from simkgcl.config import Config
 from simkgcl.data.dataset import KnowledgeDataset, Split
 from simkgcl.errors import ConfigError
@@ -47,6 +49,7 @@ BEST_YAML = "best.yaml"
 SUMMARY_JSON = "summary.json"
 HISTORY_PNG = "history.png"
 TRIALS_DIR = "trials"
+_STORAGE_ATTEMPTS = 5
 
 
 def require_optuna() -> Any:
@@ -203,17 +206,23 @@ def make_storage(url: str) -> Any:
             else "failed_trial_callback")
     retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) \
         or optuna.storages.RetryFailedTrialCallback
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=60, grace_period=180,
-                **{hook: retry(max_retry=1)})
-    except (ImportError, ModuleNotFoundError) as exc:
-        raise ConfigError(f"storage {url!r} needs a database driver that is not installed: "
-                          f"{exc}") from None
-    except Exception as exc:  # sqlalchemy raises its own types for bad URLs
-        raise ConfigError(f"cannot open study storage {url!r}: {exc}") from None
+    last_error: Exception | None = None
+    for attempt in range(_STORAGE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=60, grace_period=180,
+                    **{hook: retry(max_retry=1)})
+        except ImportError as exc:
+            raise ConfigError(f"storage {url!r} needs a database driver that is not installed: "
+                              f"{exc}") from None
+        except Exception as exc:  # sqlalchemy's own types: bad URL, or a race (see below)
+            # Workers started together race to create the schema of a new database; the
+            # loser sees a constraint error and succeeds on the next try.
+            last_error = exc
+            time.sleep(0.2 * (attempt + 1))
+    raise ConfigError(f"cannot open study storage {url!r}: {last_error}")
 
 
 def open_study(base: Config, space: SearchSpace, *, study_name: str, storage: Any,
@@ -221,7 +230,7 @@ def open_study(base: Config, space: SearchSpace, *, study_name: str, storage: An
                prune_startup_trials: int = 3, n_trials: int = 20) -> Any:
     """Create or load the study and check that it was made with the same base config and space.
 
-    The sampler seed is offset by the number of trials already stored so that a resumed session
+    The sampler seed is mixed with the number of trials already stored so that a resumed session
     does not repeat the first session's random start-up suggestions.
     """
     optuna = require_optuna()
@@ -246,8 +255,9 @@ def open_study(base: Config, space: SearchSpace, *, study_name: str, storage: An
                               f"{name.replace('_', ' ')} (differs in: {', '.join(diff)}); resume "
                               "it with the same settings or choose another --study / --out")
     n_startup = max(2, min(10, n_trials // 3))
-    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(study.trials),
-                                               n_startup_trials=n_startup)
+    # Mixed, not added: workers with seeds 1 and 2 must not meet at 1 + 1 == 2 + 0.
+    seed = int(np.random.SeedSequence([sampler_seed, len(study.trials)]).generate_state(1)[0])
+    study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup)
     return study
 
 
@@ -309,13 +319,17 @@ def tune(
                 name, url, done_before, n_trials, base["valid_metric"],
                 study.direction.name.lower())
     cache = _DataCache()
+    counted_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    finished_here: list[int] = []  # this process's trials (other workers add their own)
     if done_before < n_trials:
         objective = make_objective(base, space, out, cache)
-        counted_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        study.optimize(objective, timeout=timeout, gc_after_trial=True,
-                       callbacks=[optuna.study.MaxTrialsCallback(n_trials,
-                                                                 states=counted_states)])
-    session_trials = _counted(study) - done_before
+        # Workers stop once the study holds n_trials; parallel ones may overshoot by a trial each.
+        study.optimize(objective, timeout=timeout, gc_after_trial=True, callbacks=[
+            optuna.study.MaxTrialsCallback(n_trials, states=counted_states),
+            lambda _study, trial: (finished_here.append(trial.number)
+                                   if trial.state in counted_states else None),
+        ])
+    session_trials = len(finished_here)
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
