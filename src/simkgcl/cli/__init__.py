@@ -11,7 +11,12 @@ from simkgcl import __version__
 from simkgcl.errors import SimKGCLError
 
 # Each module exposes ``register(subparsers)`` and sets ``func`` on its sub-parsers.
-_COMMAND_MODULES = ("simkgcl.cli.data", "simkgcl.cli.train", "simkgcl.cli.serve")
+_COMMAND_MODULES = (
+    "simkgcl.cli.data",
+    "simkgcl.cli.train",
+    "simkgcl.cli.tune",
+    "simkgcl.cli.serve",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
