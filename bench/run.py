@@ -309,6 +309,9 @@ def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
         "config": {k: config[k] for k in ("seed", "train_batch_size", "eval_batch_size",
                                           "learning_rate", "topk")},
     }
+    marker = Path(config["dataset"]) / "SYNTHETIC_KG.txt"
+    if marker.is_file():  # bench/make_synthetic_kg.py output: say so wherever figures appear
+        result["synthetic_kg"] = marker.read_text().strip()
     if cuda:
         result["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         result["peak_cuda_reserved_mb"] = torch.cuda.max_memory_reserved(device) / 2**20
@@ -567,8 +570,9 @@ def speed_markdown(report: dict[str, Any]) -> str:
     epoch_cell = _fmt(ours["train_s_per_epoch"])
     if ours.get("extrapolated"):
         epoch_cell += f" (extrapolated from {sum(ours['measured_batches_per_epoch'])} batches)"
+    dataset_cell = ours["dataset"] + (" (SYNTHETIC KG)" if ours.get("synthetic_kg") else "")
     lines.append(
-        f"| ours | {ours['model']} | {ours['dataset']} | {ours['device']}"
+        f"| ours | {ours['model']} | {dataset_cell} | {ours['device']}"
         f"{'' if ours['autocast'] == 'none' else ' ' + ours['autocast']} | "
         f"{ours['torch_num_threads']} | {ours['batches_per_epoch']} | {epoch_cell} | "
         f"{_fmt(ours['train_s_per_batch'])} | {_fmt(ours['eval_s'])} | "
