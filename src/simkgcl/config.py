@@ -329,6 +329,14 @@ BASE_SPECS: dict[str, KeySpec] = {
     # validation and early stopping
     "eval_step": KeySpec(1, int_in(0), "validate every N epochs (0: never, keep last model)"),
     "stopping_step": KeySpec(10, int_in(0), "stop after N validations without improvement"),
+    "stopping_warmup": KeySpec(0, int_in(0),
+                               "epochs before patience starts counting: validations in epochs "
+                               "< N can set a new best but never count towards stopping_step "
+                               "(0 = RecBole's rule, patience from the first validation)"),
+    "time_budget": KeySpec(None, optional(float_in(0.0, lo_open=True)),
+                           "seconds of training + validation (summed over resumed sessions); "
+                           "training ends after the epoch that crosses it and the best model is "
+                           "tested (null = no limit)"),
     "metrics": KeySpec(["Recall", "NDCG"], _metrics, "metrics to report"),
     "topk": KeySpec([10, 20, 50], _topk, "cut-offs K"),
     "valid_metric": KeySpec("NDCG@20", _valid_metric, "metric for early stopping"),
@@ -339,7 +347,11 @@ BASE_SPECS: dict[str, KeySpec] = {
     # environment and output
     "seed": KeySpec(2020, int_in(0, 2**32 - 1), "random seed for everything"),
     "reproducibility": KeySpec(True, boolean, "deterministic kernels where they are cheap"),
-    "device": KeySpec("auto", _device, "auto | cpu | cuda | cuda:N"),
+    "device": KeySpec("auto", _device, "auto | cpu | cuda | cuda:N (under torchrun, auto and "
+                      "cuda mean each process's cuda:LOCAL_RANK)"),
+    "threads": KeySpec(None, optional(int_in(1)),
+                       "CPU threads torch may use (torch.set_num_threads); null = torch's "
+                       "default (all cores)"),
     "checkpoint_dir": KeySpec("runs", string, "folder that receives run folders"),
     "show_progress": KeySpec(True, boolean, "progress bar per epoch"),
 }

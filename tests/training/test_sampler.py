@@ -8,6 +8,7 @@ import torch
 
 from simkgcl.errors import InputError
 from simkgcl.sampling import NegativeSampler
+from simkgcl.sampling.negative import step_bounds
 
 
 def _dense_train(seed: int = 0, n_users: int = 30, n_items: int = 25):
@@ -86,17 +87,40 @@ def test_batch_sizes_and_last_partial_batch() -> None:
     assert len(sizes) == sampler.n_batches
 
 
-def test_rank_shards_split_the_epoch_evenly() -> None:
+def test_rank_shards_together_are_the_batches_of_one_process_with_the_global_batch() -> None:
     users, items, n_items = _dense_train()
-    full = NegativeSampler(users, items, n_items, batch_size=20, seed=1)
-    n_batches = full.n_batches
+    world = 3
+    single = NegativeSampler(users, items, n_items, batch_size=20 * world, seed=1).epoch(0)
     shards = [NegativeSampler(users, items, n_items, batch_size=20, seed=1, rank=r,
-                              world_size=3).epoch(0) for r in range(3)]
-    # every rank runs the same number of batches (all-reduce needs it) and together they
-    # cover every batch of the epoch, which is identical on every rank
-    assert len({len(s) for s in shards}) == 1
-    assert set().union(*[s.batch_ids for s in shards]) == set(range(n_batches))
-    assert all(torch.equal(s.neg_items, full.epoch(0).neg_items) for s in shards)
+                              world_size=world).epoch(0) for r in range(world)]
+    # every rank runs the same number of steps (all-reduce needs it), and step k of the ranks
+    # together is exactly batch k of one process whose batch is world_size times larger
+    assert {len(s) for s in shards} == {len(single)}
+    steps = zip(*[list(s) for s in shards], list(single), strict=True)
+    for *parts, (su, sp, sn) in steps:
+        assert torch.equal(torch.cat([p[0] for p in parts]), su)
+        assert torch.equal(torch.cat([p[1] for p in parts]), sp)
+        assert torch.equal(torch.cat([p[2] for p in parts]), sn)
+        assert max(len(p[0]) for p in parts) - min(len(p[0]) for p in parts) <= 1
+    # each rank's share of a step's rows, as the trainer weights a batch-mean loss
+    for k in range(len(single)):
+        assert sum(s.shares[k] for s in shards) == pytest.approx(1.0)
+    assert single.shares == [1.0] * len(single)
+
+
+def test_a_last_step_smaller_than_the_ranks_joins_the_step_before() -> None:
+    # 2 * 64 + 1 rows, 2 ranks of 32: the single leftover row cannot feed both ranks
+    rows = 129
+    assert step_bounds(rows, 32, 2) == [(0, 64), (64, 129)]
+    assert step_bounds(rows, 64, 1)[-1] == (128, 129)  # one process keeps its 1-row batch
+    users = torch.arange(rows) % 43
+    items = torch.arange(rows) % 7
+    shards = [NegativeSampler(users, items, 50, batch_size=32, seed=3, rank=r,
+                              world_size=2).epoch(0) for r in range(2)]
+    sizes = [[len(b[0]) for b in s] for s in shards]
+    assert sizes == [[32, 33], [32, 32]]
+    with pytest.raises(InputError, match="fewer than the 4 training processes"):
+        NegativeSampler([0, 1, 2], [0, 0, 0], 5, batch_size=8, seed=0, rank=0, world_size=4)
 
 
 def test_user_who_saw_every_item_is_reported() -> None:

@@ -28,6 +28,12 @@ def metrics_table(columns: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from simkgcl.config import Config
     from simkgcl.training.run import resume_run, train
@@ -45,6 +51,8 @@ def _train(args: argparse.Namespace) -> int:
             values["model"] = args.model
         config = Config(values, files=args.config or (), overrides=args.overrides)
         result = train(config)
+    if not _is_main_process():  # under torchrun only rank 0 reports
+        return 0
     if args.json:
         print(json.dumps({"run_dir": str(result.run_dir), "best_epoch": result.best_epoch,
                           "epochs_run": result.epochs_run, "best_valid": result.best_valid,

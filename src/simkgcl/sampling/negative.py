@@ -39,34 +39,62 @@ def epoch_generator(seed: int, epoch: int, stream: int = _SAMPLER_STREAM) -> tor
 
 @dataclass
 class EpochBatches:
-    """One epoch's triples on the device, cut into this rank's batches."""
+    """One epoch's triples on the device, cut into this rank's batches.
+
+    ``bounds[j]`` is the [start, end) row range of this rank's ``j``-th batch; ``shares[j]`` is
+    that batch's fraction of the rows all ranks train on in optimiser step ``j`` (1.0 in a single
+    process), which the trainer needs to weight a batch-mean loss exactly like one big batch.
+    """
 
     users: Tensor
     pos_items: Tensor
     neg_items: Tensor
-    batch_size: int
-    batch_ids: list[int]  # which of the epoch's batches this rank trains on, in order
+    bounds: list[tuple[int, int]]
+    shares: list[float]
 
     def __len__(self) -> int:
-        return len(self.batch_ids)
+        return len(self.bounds)
 
     @property
     def n_samples(self) -> int:
         return int(self.users.shape[0])
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        for b in self.batch_ids:
-            s = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            yield self.users[s], self.pos_items[s], self.neg_items[s]
+        for start, end in self.bounds:
+            yield self.users[start:end], self.pos_items[start:end], self.neg_items[start:end]
+
+
+def step_bounds(n_samples: int, batch_size: int, world_size: int) -> list[tuple[int, int]]:
+    """[start, end) rows of each optimiser step: ``world_size * batch_size`` rows per step.
+
+    A final step with fewer rows than ranks is merged into the step before it, so that every
+    rank gets at least one row in every step and no row is trained twice or dropped.
+    """
+    per_step = batch_size * world_size
+    n_steps = max(1, math.ceil(n_samples / per_step))
+    if n_steps > 1 and n_samples - (n_steps - 1) * per_step < world_size:
+        n_steps -= 1
+    return [(k * per_step, n_samples if k == n_steps - 1 else (k + 1) * per_step)
+            for k in range(n_steps)]
+
+
+def rank_share(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Contiguous [start, end) share of ``n`` rows for ``rank`` (sizes differ by at most one)."""
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
 
 
 class NegativeSampler:
     """Uniform negatives outside each user's training items; shuffled batches per epoch.
 
     ``num_negatives`` > 1 repeats every training pair that many times, each with its own negative
-    (RecBole's ``neg_sampling: {uniform: N}``). With ``world_size`` > 1, rank ``r`` trains on
-    batches ``r, r + world_size, ...``; the list is padded by wrapping around so that every rank
-    runs the same number of batches (a requirement of gradient all-reduce).
+    (RecBole's ``neg_sampling: {uniform: N}``). With ``world_size`` > 1, ``batch_size`` is the
+    batch of *one* rank: optimiser step ``k`` covers the epoch's rows
+    ``[k * W * batch_size, (k + 1) * W * batch_size)``, exactly the batch of a single process
+    run with ``batch_size * W``, and rank ``r`` trains on the ``r``-th contiguous part of them.
+    Every rank runs the same number of steps (gradient all-reduce needs it); the last step's rows
+    are split as evenly as the ranks allow.
     """
 
     def __init__(
@@ -90,6 +118,9 @@ class NegativeSampler:
             raise InputError("the training split is empty: nothing to train on")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        if u.numel() * num_negatives < world_size:
+            raise InputError(f"the training split has {u.numel()} interactions, fewer than the "
+                             f"{world_size} training processes")
         self.n_items = int(n_items)
         self.keys = torch.unique(u * self.n_items + i)  # sorted, de-duplicated
         seen_per_user = torch.bincount(self.keys // self.n_items)
@@ -114,8 +145,8 @@ class NegativeSampler:
 
     @property
     def n_batches(self) -> int:
-        """Batches of the whole epoch (all ranks together)."""
-        return math.ceil(self.n_samples / self.batch_size)
+        """Batches (= optimiser steps) this rank runs per epoch."""
+        return len(step_bounds(self.n_samples, self.batch_size, self.world_size))
 
     def is_training_item(self, users: Tensor, items: Tensor) -> Tensor:
         """Bool mask: is ``items[k]`` a training item of ``users[k]`` (host tensors)."""
@@ -143,7 +174,9 @@ class NegativeSampler:
         users, items = users[order], items[order]
         negs = self.draw_negatives(users, gen)
         on_device = torch.stack([users, items, negs]).to(self.device)
-        n_batches = self.n_batches
-        per_rank = math.ceil(n_batches / self.world_size)
-        batch_ids = [(self.rank + j * self.world_size) % n_batches for j in range(per_rank)]
-        return EpochBatches(on_device[0], on_device[1], on_device[2], self.batch_size, batch_ids)
+        bounds, shares = [], []
+        for start, end in step_bounds(users.numel(), self.batch_size, self.world_size):
+            lo, hi = rank_share(end - start, self.rank, self.world_size)
+            bounds.append((start + lo, start + hi))
+            shares.append((hi - lo) / (end - start))
+        return EpochBatches(on_device[0], on_device[1], on_device[2], bounds, shares)

@@ -6,12 +6,21 @@
 
 The run folder holds ``config.yaml`` (the resolved config), ``train.log``, ``metrics.jsonl`` (one
 line per epoch), ``checkpoints/{best,last}.pt``, ``results.json`` and ``artifact/``.
+
+Launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment), a run joins the process group
+(NCCL on CUDA, each process on ``cuda:LOCAL_RANK``; gloo on CPU) and trains data-parallel: every
+rank trains on its share of each step's rows, DDP all-reduces the gradients, evaluation splits
+the users over the ranks and sums their metrics, and only rank 0 writes the run folder (its
+checkpoints reach the other ranks by broadcast, so no shared file system is needed).
 """
 
 from __future__ import annotations
 
+import atexit
+import inspect
 import json
 import logging
+import os
 import random
 import resource
 import sys
@@ -44,8 +53,8 @@ RESULTS_FILE = "results.json"
 LOG_FILE = "train.log"
 METRICS_FILE = "metrics.jsonl"
 # Keys that may change when a run is resumed without breaking what was computed so far.
-RESUMABLE_OVERRIDES = frozenset({"epochs", "stopping_step", "show_progress", "device",
-                                 "eval_batch_size"})
+RESUMABLE_OVERRIDES = frozenset({"epochs", "stopping_step", "stopping_warmup", "time_budget",
+                                 "show_progress", "device", "eval_batch_size", "threads"})
 
 
 @dataclass
@@ -60,6 +69,7 @@ class RunResult:
     stopped_early: bool
     valid_metric: str
     history: list[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str = ""  # "", "early stop", "time budget" or "callback"
 
     @property
     def best_valid_score(self) -> float | None:
@@ -71,9 +81,14 @@ class RunResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
+    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error.
+
+    Under torchrun (``LOCAL_RANK`` set), ``auto`` and ``cuda`` mean ``cuda:LOCAL_RANK``.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ and _env_world_size() > 1:
+        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -95,10 +110,43 @@ def seed_everything(seed: int, reproducible: bool) -> None:
         torch.backends.cudnn.benchmark = not reproducible
 
 
-def _distributed() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+def _env_world_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """Join torchrun's process group if launched by it; (rank, world size) either way.
+
+    The group is created once per process (several runs, e.g. one per seed, share it) from the
+    environment torchrun sets (``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``).
+    """
+    if not torch.distributed.is_available():
+        return 0, 1
+    if not torch.distributed.is_initialized():
+        if _env_world_size() <= 1:
+            return 0, 1
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend=backend, init_method="env://")
+        atexit.register(_leave_process_group)
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def _leave_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def _rank0_checkpoint(path: Path, main_process: bool, world_size: int) -> dict[str, Any] | None:
+    """Rank 0 reads ``path`` (None if missing) and every rank receives what it read."""
+    holder = [load_checkpoint(path) if main_process and path.is_file() else None]
+    if world_size > 1:
+        torch.distributed.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 def peak_rss_mb() -> float:
@@ -165,16 +213,22 @@ def new_run_dir(config: Mapping[str, Any], dataset_name: str) -> Path:
 
 
 class _RunLog:
-    """Attach ``train.log`` to the package logger for the duration of a run."""
+    """Attach ``train.log`` to the package logger for the duration of a run.
 
-    def __init__(self, path: Path | None):
+    ``quiet`` (DDP ranks other than 0) lets only warnings through, so a run logs once.
+    """
+
+    def __init__(self, path: Path | None, quiet: bool = False):
         self.path = path
+        self.quiet = quiet
         self.handler: logging.Handler | None = None
         self.pkg_logger = logging.getLogger("simkgcl")
         self.old_level = self.pkg_logger.level
 
     def __enter__(self) -> _RunLog:
-        if self.pkg_logger.level == logging.NOTSET or self.pkg_logger.level > logging.INFO:
+        if self.quiet:
+            self.pkg_logger.setLevel(logging.WARNING)
+        elif self.pkg_logger.level == logging.NOTSET or self.pkg_logger.level > logging.INFO:
             self.pkg_logger.setLevel(logging.INFO)
         if self.path is not None:
             self.handler = logging.FileHandler(self.path, mode="a", encoding="utf-8")
@@ -226,18 +280,22 @@ def train(
     *,
     data: tuple[KnowledgeDataset, Split] | None = None,
     callbacks: Sequence[EpochCallback] = (),
+    evaluate_test: bool = True,
 ) -> RunResult:
     """Train ``config``'s model on its dataset, test the best model, and write a run folder.
 
     ``data`` (dataset, split) skips reading files (a search that trains many models on one
     dataset loads it once). ``callbacks`` are called after every epoch (see :class:`Trainer`).
+    ``evaluate_test=False`` leaves the test split untouched (``test`` is empty; a search computes
+    it only for its best trial, with :func:`evaluate_run`).
     """
     if config is None:
         config = Config()
     elif not isinstance(config, Config):
         config = Config(config)
     config = _absolute_dataset(config)
-    return _run(config, data=data, callbacks=callbacks, resume_dir=None)
+    return _run(config, data=data, callbacks=callbacks, resume_dir=None,
+                evaluate_test=evaluate_test)
 
 
 def resume_run(
@@ -283,10 +341,13 @@ def _build(config: Config, dataset: KnowledgeDataset, split: Split, device: torc
     return model, sampler, evaluator
 
 
-def _run(config: Config, *, data, callbacks, resume_dir: Path | None) -> RunResult:
-    rank, world_size = _distributed()
-    main_process = rank == 0
+def _run(config: Config, *, data, callbacks, resume_dir: Path | None,
+         evaluate_test: bool = True) -> RunResult:
     device = resolve_device(config["device"])
+    rank, world_size = init_distributed(device)
+    main_process = rank == 0
+    if config["threads"] is not None:
+        torch.set_num_threads(config["threads"])
     seed_everything(config["seed"], config["reproducibility"])
     dataset, split = data if data is not None else load_data(config)
 
@@ -302,7 +363,7 @@ def _run(config: Config, *, data, callbacks, resume_dir: Path | None) -> RunResu
         run_dir = Path(holder[0])  # type: ignore[arg-type]
     assert run_dir is not None
 
-    with _RunLog(run_dir / LOG_FILE if main_process else None):
+    with _RunLog(run_dir / LOG_FILE if main_process else None, quiet=not main_process):
         started = time.perf_counter()
         if main_process and resume_dir is None:
             atomic_write_bytes(run_dir / CONFIG_FILE, config.to_yaml().encode())
@@ -318,13 +379,21 @@ def _run(config: Config, *, data, callbacks, resume_dir: Path | None) -> RunResu
             logger.warning("data: %s", warning)
 
         model, sampler, evaluator = _build(config, dataset, split, device, rank, world_size)
-        logger.info("model %s: %d trainable parameters; device %s; %d batches per epoch",
+        logger.info("model %s: %d trainable parameters; device %s; %d batches per epoch%s",
                     config["model"], sum(p.numel() for p in model.parameters() if p.requires_grad),
-                    device, sampler.n_batches)
+                    device, sampler.n_batches,
+                    f" on each of {world_size} processes (global batch "
+                    f"{world_size * config['train_batch_size']})" if world_size > 1 else "")
         train_module: torch.nn.Module = model
         if world_size > 1:
-            train_module = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
+            # Buffers are the graph's index structures, built identically on every rank: no need
+            # to broadcast them before every forward.
+            ddp = torch.nn.parallel.DistributedDataParallel
+            no_buffer_sync = ({"forward_sync_buffers": False}
+                              if "forward_sync_buffers" in inspect.signature(ddp).parameters
+                              else {"broadcast_buffers": False})
+            train_module = ddp(model, device_ids=[device.index] if device.type == "cuda" else None,
+                               **no_buffer_sync)
         valid_task = evaluator.task(split.valid, [split.train]) if len(split.valid) else None
         if valid_task is None:
             logger.warning("the validation split is empty: no early stopping, the last model is "
@@ -334,10 +403,15 @@ def _run(config: Config, *, data, callbacks, resume_dir: Path | None) -> RunResu
                           callbacks=callbacks, train_module=train_module,
                           write_files=main_process, tensorboard=tb)
         if resume_dir is not None:
-            trainer.load_last()
+            last = _rank0_checkpoint(trainer.last_path, main_process, world_size)
+            if last is None:
+                raise ArtifactError(f"{trainer.last_path}: missing")
+            trainer.restore(last)
             st = trainer.state
-            if st.epoch < config["epochs"] and st.patience <= config["stopping_step"]:
+            if (st.epoch < config["epochs"] and st.patience <= config["stopping_step"]
+                    and trainer.budget_left()):
                 st.finished = st.stopped_early = False
+                st.stop_reason = ""
             logger.info("resumed after epoch %d (best epoch %d, %s = %s, patience %d)",
                         st.epoch - 1, st.best_epoch, config["valid_metric"], st.best_score,
                         st.patience)
@@ -351,25 +425,29 @@ def _run(config: Config, *, data, callbacks, resume_dir: Path | None) -> RunResu
             if tb is not None:
                 tb.close()
 
-        if world_size > 1:
-            torch.distributed.barrier()
-        if trainer.best_path.is_file():
-            best = trainer.load_best()
-            logger.info("testing the best model (epoch %d)", best["epoch"])
+        best = _rank0_checkpoint(trainer.best_path, main_process, world_size)
+        if best is not None:
+            model.load_state_dict(best["model"])
+            logger.info("%s the best model (epoch %d)",
+                        "testing" if evaluate_test else "keeping", best["epoch"])
         else:
-            logger.info("no best checkpoint (no validation ran): testing the last model")
-        test_task = evaluator.task(split.test, _test_exclusions(config, split))
-        t0 = time.perf_counter()
-        test = evaluator.evaluate(model, test_task)
-        test_seconds = time.perf_counter() - t0
+            logger.info("no best checkpoint (no validation ran): the last model is kept")
+        test: dict[str, float] = {}
+        test_seconds = 0.0
         logger.info("best valid: %s", format_metrics(state.best_valid))
-        logger.info("test:       %s", format_metrics(test))
+        if evaluate_test:
+            test_task = evaluator.task(split.test, _test_exclusions(config, split))
+            t0 = time.perf_counter()
+            test = evaluator.evaluate(model, test_task)
+            test_seconds = time.perf_counter() - t0
+            logger.info("test:       %s", format_metrics(test))
 
         history = read_history(run_dir) if main_process else []
         result = RunResult(run_dir=run_dir, best_valid=state.best_valid, test=test,
                            best_epoch=state.best_epoch, epochs_run=state.epoch,
                            stopped_early=state.stopped_early,
-                           valid_metric=config["valid_metric"], history=history)
+                           valid_metric=config["valid_metric"], history=history,
+                           stop_reason=state.stop_reason)
         if main_process:
             n_trained = max(1, len(history))
             summary = {
@@ -380,11 +458,12 @@ def _run(config: Config, *, data, callbacks, resume_dir: Path | None) -> RunResu
                 "best_epoch": state.best_epoch,
                 "epochs_run": state.epoch,
                 "stopped_early": state.stopped_early,
+                "stop_reason": state.stop_reason,
                 "best_valid": state.best_valid,
-                "test": test,
+                "test": test if evaluate_test else None,
                 "seconds_per_epoch": sum(r["train_seconds"] for r in history) / n_trained,
                 "seconds_per_eval": (state.valid_seconds / state.n_validations
-                                     if state.n_validations else test_seconds),
+                                     if state.n_validations else test_seconds or None),
                 "test_eval_seconds": test_seconds,
                 "wall_seconds_this_session": time.perf_counter() - started,
                 "peak_rss_mb": peak_rss_mb(),
@@ -398,7 +477,8 @@ def _run(config: Config, *, data, callbacks, resume_dir: Path | None) -> RunResu
                 user_emb, item_emb = model.final_embeddings()
             save_artifact(run_dir, model=config["model"], dataset=dataset.name,
                           config=config.to_dict(),
-                          metrics={"valid": state.best_valid, "test": test},
+                          metrics={"valid": state.best_valid,
+                                   **({"test": test} if evaluate_test else {})},
                           user_tokens=dataset.user_tokens, item_tokens=dataset.item_tokens,
                           user_embeddings=user_emb, item_embeddings=item_emb,
                           train_users=split.train.users, train_items=split.train.items)
@@ -427,6 +507,8 @@ def evaluate_run(
     overrides = {"device": device} if device else {}
     config = Config.load(cfg_path, overrides=overrides)
     dev = resolve_device(config["device"])
+    if config["threads"] is not None:
+        torch.set_num_threads(config["threads"])
     seed_everything(config["seed"], config["reproducibility"])
     dataset, data_split = data if data is not None else load_data(config)
     model, _, evaluator = _build(config, dataset, data_split, dev)
@@ -449,5 +531,6 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-__all__ = ["RunResult", "evaluate_run", "load_data", "read_results", "resolve_device",
+__all__ = ["RunResult", "evaluate_run", "init_distributed", "load_data", "read_results",
+           "resolve_device",
            "resume_run", "seed_everything", "train"]

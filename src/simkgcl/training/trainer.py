@@ -3,12 +3,24 @@
 Early stopping follows RecBole: after every ``eval_step`` epochs the model is validated; a score
 at least as good as the best so far (``>=`` when bigger is better) becomes the new best and resets
 the patience counter, any other score increments it, and training stops once the counter exceeds
-``stopping_step``. Everything the loop needs to continue exactly (model, optimiser, epoch, best
-score, patience, random states) is in ``checkpoints/last.pt`` after every epoch.
+``stopping_step``. During the first ``stopping_warmup`` epochs a validation can set a new best
+but never counts against patience, so a slow starter is not stopped on its flat first stretch
+(0, the default, is RecBole's rule). ``time_budget`` (seconds of training and validation, summed
+over resumed sessions) ends training gracefully after the epoch that crosses it; the best model is
+still tested. Everything the loop needs to continue exactly (model, optimiser, epoch, best score,
+patience, random states) is in ``checkpoints/last.pt`` after every epoch.
 
-Hooks for what is built on top (hyper-parameter search, time budgets): every callback is called
-with the epoch's record after each epoch; it may return ``True`` to stop training gracefully (the
-best model is still tested) or raise (e.g. ``optuna.TrialPruned``) to abandon the run.
+Hooks for what is built on top (hyper-parameter search): every callback is called with the
+epoch's record after each epoch, once ``metrics.jsonl`` and ``last.pt`` hold that epoch; it may
+return ``True`` to stop training gracefully (the best model is still tested) or raise (e.g.
+``optuna.TrialPruned``) to abandon the run.
+
+Under DDP (``train_module`` a DistributedDataParallel wrapper) every rank trains on its part of
+each optimiser step's rows (see :class:`~simkgcl.sampling.NegativeSampler`). DDP averages the
+ranks' gradients, so each rank's loss is scaled to make the result the gradient of one big batch:
+by ``world_size * share`` for a model whose loss is a batch *mean* (its ``loss_reduction``, the
+default) and by ``world_size`` for a batch *sum* (``loss_reduction = "sum"``). Logged losses are
+each step's global value (summed over the ranks), identical on every rank.
 """
 
 from __future__ import annotations
@@ -60,12 +72,16 @@ class TrainState:
     train_seconds: float = 0.0
     valid_seconds: float = 0.0
     n_validations: int = 0
+    stop_reason: str = ""  # "", "early stop", "time budget", "callback"
 
 
-def build_optimizer(name: str, params, *, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """The optimiser the config's ``learner`` names."""
+def build_optimizer(name: str, params, *, lr: float, weight_decay: float,
+                    fused: bool = False) -> torch.optim.Optimizer:
+    """The optimiser the config's ``learner`` names (``fused``: Adam's single-kernel step)."""
     params = [p for p in params if p.requires_grad]
     if name == "adam":
+        if fused:
+            return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -84,6 +100,19 @@ def format_losses(losses: Mapping[str, float]) -> str:
 
 def format_metrics(metrics: Mapping[str, float]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+
+
+def _fused_adam_ok(config: Mapping[str, Any], model: nn.Module) -> bool:
+    """Fused Adam when asked for (``fused_optimizer``) and the parameters' device supports it."""
+    if config["learner"] != "adam" or not config.get("fused_optimizer", False):
+        return False
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return False
+    device = params[0].device.type
+    supported = getattr(torch.utils._foreach_utils, "_get_fused_kernels_supported_devices",
+                        lambda: ["cuda"])()
+    return device in supported and all(p.is_floating_point() for p in params)
 
 
 class Trainer:
@@ -120,11 +149,20 @@ class Trainer:
         self.tensorboard = tensorboard
         self.optimizer = build_optimizer(config["learner"], model.parameters(),
                                          lr=config["learning_rate"],
-                                         weight_decay=config["weight_decay"])
+                                         weight_decay=config["weight_decay"],
+                                         fused=_fused_adam_ok(config, model))
         self.clip = config["clip_grad_norm"]
         self.valid_metric = config["valid_metric"]
         self.bigger = bool(config["valid_metric_bigger"])
         self.state = TrainState()
+        self.world_size = (torch.distributed.get_world_size()
+                           if isinstance(self.train_module, nn.parallel.DistributedDataParallel)
+                           else 1)
+        self.main_process = self.world_size == 1 or torch.distributed.get_rank() == 0
+        self.loss_reduction = getattr(model, "loss_reduction", "mean")
+        if self.loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"{type(model).__name__}.loss_reduction must be 'mean' or 'sum', "
+                             f"got {self.loss_reduction!r}")
         if self.write_files:
             assert self.run_dir is not None
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -154,20 +192,34 @@ class Trainer:
         batches = self.sampler.epoch(epoch)
         totals: dict[str, torch.Tensor] = {}
         bar = tqdm(batches, desc=f"epoch {epoch}", total=len(batches), leave=False,
-                   disable=not self.config["show_progress"], dynamic_ncols=True)
+                   disable=not self.config["show_progress"] or not self.main_process,
+                   dynamic_ncols=True)
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        for users, pos, neg in bar:
+        shares = getattr(batches, "shares", None)  # a wrapped epoch (bench) may not carry them
+        world = self.world_size
+        for step, (users, pos, neg) in enumerate(bar):
             self.optimizer.zero_grad(set_to_none=True)
             terms = self.train_module(users, pos, neg)
             loss = sum(terms.values())
             assert isinstance(loss, torch.Tensor)
+            # this rank's weight in the step's global loss (1.0 in a single process)
+            weight = 1.0
+            if world > 1 and self.loss_reduction == "mean":
+                weight = shares[step] if shares is not None else 1.0 / world
+            if world > 1:
+                loss = loss * (weight * world)  # DDP divides the summed gradients by world
             loss.backward()
             if self.clip:
                 nn.utils.clip_grad_norm_(params, **self.clip)
             self.optimizer.step()
             for name, value in terms.items():
-                d = value.detach()
+                d = value.detach() if weight == 1.0 else value.detach() * weight
                 totals[name] = totals[name] + d if name in totals else d.clone()
+        if world > 1:  # every rank logs (and checks) the same global losses
+            names = list(totals)
+            stacked = torch.stack([totals[n].reshape(()).to(torch.float64) for n in names])
+            torch.distributed.all_reduce(stacked)
+            totals = dict(zip(names, stacked.unbind(), strict=True))
         # One host sync per epoch, not per batch.
         losses = {name: float(v) for name, v in totals.items()}
         for name, value in losses.items():
@@ -198,6 +250,8 @@ class Trainer:
         cfg = self.config
         st = self.state
         epochs, eval_step, stopping_step = cfg["epochs"], cfg["eval_step"], cfg["stopping_step"]
+        warmup = cfg["stopping_warmup"]
+        budget = cfg["time_budget"]
         while st.epoch < epochs and not st.finished:
             epoch = st.epoch
             t0 = time.perf_counter()
@@ -221,10 +275,11 @@ class Trainer:
                     st.best_score, st.best_epoch, st.best_valid = score, epoch, dict(valid)
                     st.patience = 0
                     improved = True
-                else:
+                elif epoch >= warmup:
                     st.patience += 1
                     if st.patience > stopping_step:
                         stop = st.stopped_early = True
+                        st.stop_reason = "early stop"
             elif eval_step <= 0:
                 # Without validation the latest model is the one kept.
                 st.best_epoch, improved = epoch, True
@@ -237,17 +292,24 @@ class Trainer:
                     "model": self.model.state_dict(), "epoch": epoch,
                     "score": st.best_score, "valid": st.best_valid,
                 })
-            for callback in self.callbacks:
-                if callback(record):
-                    stop = True
-                    logger.info("a callback asked to stop after epoch %d", epoch)
+            if not stop and budget is not None and st.train_seconds + st.valid_seconds >= budget:
+                stop, st.stop_reason = True, "time budget"
+                logger.info("time budget of %gs used up after epoch %d (%.1fs): stopping", budget,
+                            epoch, st.train_seconds + st.valid_seconds)
+            if self.world_size > 1:
+                stop = self._any_rank(stop)  # clocks differ between ranks; decide together
+                if stop and not st.stop_reason:
+                    st.stop_reason = "time budget"
             if stop or st.epoch >= epochs:
                 st.finished = True
-            if self.write_files:
-                with open(self.metrics_path, "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                    fh.flush()
-                self.save_last()
+            self._write_epoch(record)
+            asked = [bool(callback(record)) for callback in self.callbacks]
+            if any(asked) and not stop:
+                stop = st.finished = True
+                st.stop_reason = "callback"
+                logger.info("a callback asked to stop after epoch %d", epoch)
+                if self.write_files:
+                    self.save_last()  # the folder says the run is finished
             if stop:
                 if st.stopped_early:
                     logger.info("early stop after epoch %d: no improvement of %s in %d "
@@ -257,6 +319,26 @@ class Trainer:
                 break
         st.finished = True
         return st
+
+    def _write_epoch(self, record: dict[str, Any]) -> None:
+        if self.write_files:
+            with open(self.metrics_path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+                fh.flush()
+            self.save_last()
+
+    @staticmethod
+    def _any_rank(flag: bool) -> bool:
+        value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        if torch.distributed.get_backend() == "nccl":
+            value = value.cuda()
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return bool(value.item())
+
+    def budget_left(self) -> bool:
+        """Whether ``time_budget`` (if any) still allows another epoch."""
+        budget = self.config["time_budget"]
+        return budget is None or self.state.train_seconds + self.state.valid_seconds < budget
 
     def _log_epoch(self, record: dict[str, Any]) -> None:
         msg = (f"epoch {record['epoch']} train {record['train_seconds']:.2f}s "
@@ -284,7 +366,10 @@ class Trainer:
 
     def load_last(self, path: str | Path | None = None) -> None:
         """Restore model, optimiser, progress and random states from a ``last.pt``."""
-        ckpt = load_checkpoint(path or self.last_path)
+        self.restore(load_checkpoint(path or self.last_path))
+
+    def restore(self, ckpt: Mapping[str, Any]) -> None:
+        """Restore from a loaded ``last.pt`` (DDP: rank 0 reads it, every rank restores it)."""
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.state = TrainState(**ckpt["state"])
