@@ -28,6 +28,8 @@ def test_defaults_are_the_seed_settings() -> None:
     assert cfg["valid_metric"] == "NDCG@20" and cfg["seed"] == 2020
     # the model's own defaults are merged in
     assert cfg["cl_rate"] == 0.5 and cfg["tau"] == 0.2
+    # RecBole's stopping rule, no time limit, torch's own thread count
+    assert cfg["stopping_warmup"] == 0 and cfg["time_budget"] is None and cfg["threads"] is None
 
 
 def test_layers_in_order(tmp_path: Path) -> None:
@@ -107,6 +109,9 @@ def test_key_of_another_model_is_explained() -> None:
         ("eval_args", {"split": {"RS": [0.5, 0.1, 0.1]}}, "sum"),
         ("kg_id_space", "mixed", "shared | separate"),
         ("embedding_size", "big", "an integer"),  # a model key, typed from its default
+        ("stopping_warmup", -1, "an integer >= 0"),
+        ("time_budget", 0, "a number > 0"),
+        ("threads", 0, "an integer >= 1"),
     ],
 )
 def test_bad_values_say_what_is_allowed(key: str, value, allowed: str) -> None:

@@ -206,3 +206,91 @@ def test_train_writes_a_complete_run_folder(tiny_model: str, tmp_path) -> None:
     # the best checkpoint, reloaded with the saved config, gives exactly the test metrics
     assert evaluate_run(run, data=data) == result.test
     assert evaluate_run(run, split="valid", data=data) == result.best_valid
+
+
+def test_stopping_warmup_delays_patience_but_keeps_improvements(tiny_model: str) -> None:
+    # a slow starter: flat (and worse than epoch 0) for 4 epochs, then it learns
+    scores = [0.3, 0.1, 0.1, 0.1, 0.1, 0.4, 0.5, 0.5, 0.2, 0.2, 0.2]
+    seed_rule = _trainer(tiny_model, scores, epochs=11, stopping_step=2).fit()
+    assert seed_rule.stopped_early and seed_rule.epoch == 4 and seed_rule.best_score == 0.3
+
+    waited = _trainer(tiny_model, scores, epochs=11, stopping_step=2, stopping_warmup=5).fit()
+    assert waited.best_epoch == 7 and waited.best_score == 0.5
+    # patience counts only from epoch 5 on: 0.2, 0.2, 0.2 after the best -> stop after epoch 10
+    assert waited.stopped_early and waited.epoch == 11 and waited.stop_reason == "early stop"
+
+    # a best found during the warmup still resets patience after it
+    early_best = _trainer(tiny_model, [0.1, 0.9, 0.2, 0.2, 0.2, 0.2], epochs=6,
+                          stopping_step=1, stopping_warmup=3).fit()
+    assert early_best.best_epoch == 1 and early_best.epoch == 5  # patience 1, 2 at epochs 3, 4
+
+
+def test_time_budget_stops_after_the_epoch_that_crosses_it(tiny_model: str) -> None:
+    # each epoch of 4 batches sleeps 4 * 0.03 s, so a 0.3 s budget lasts a few epochs
+    spent: list[float] = []
+
+    def clock(record) -> None:
+        spent.append(record["train_seconds"] + (record["valid_seconds"] or 0.0))
+
+    state = _trainer(tiny_model, [0.1] * 20, callbacks=[clock], epochs=20, stopping_step=50,
+                     time_budget=0.3, batch_delay=0.03).fit()
+    assert state.stop_reason == "time budget" and not state.stopped_early
+    assert 1 <= state.epoch < 20 and len(spent) == state.epoch
+    # every epoch but the last started within the budget; the last one crossed it
+    assert sum(spent[:-1]) < 0.3 <= sum(spent) == pytest.approx(
+        state.train_seconds + state.valid_seconds)
+
+
+def test_callbacks_see_the_epoch_already_on_disk(tiny_model: str, tmp_path) -> None:
+    seen: list[tuple[int, int]] = []
+
+    def look(record) -> bool:
+        lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+        last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+        seen.append((len(lines), last["state"]["epoch"]))
+        return record["epoch"] == 1
+
+    state = _trainer(tiny_model, [0.1] * 5, tmp_path=tmp_path, callbacks=[look], epochs=5).fit()
+    assert seen == [(1, 1), (2, 2)]
+    assert state.stop_reason == "callback"
+    # the folder records the stop, so a resume does not silently carry on
+    assert torch.load(tmp_path / "checkpoints" / "last.pt",
+                      weights_only=True)["state"]["finished"]
+
+
+def test_time_budget_run_tests_the_best_model_and_resumes_with_more_time(
+        tiny_model: str, tmp_path) -> None:
+    from simkgcl.training.run import resume_run
+
+    data = make_tiny_data()
+    cfg = Config(model=tiny_model, epochs=30, show_progress=False, checkpoint_dir=str(tmp_path),
+                 topk=[5, 10], valid_metric="NDCG@10", device="cpu", stopping_step=100,
+                 time_budget=0.15, batch_delay=0.03)
+    result = train(cfg, data=data)
+    assert result.stop_reason == "time budget" and 1 <= result.epochs_run < 30
+    results = json.loads((result.run_dir / "results.json").read_text())
+    assert results["stop_reason"] == "time budget" and results["test"] == result.test
+    assert evaluate_run(result.run_dir, data=data) == result.test
+    more = resume_run(result.run_dir, {"time_budget": 0.5}, data=data)
+    assert more.epochs_run > result.epochs_run
+
+
+def test_evaluate_test_false_leaves_the_test_split_alone(tiny_model: str, tmp_path) -> None:
+    data = make_tiny_data()
+    cfg = Config(model=tiny_model, epochs=2, show_progress=False, checkpoint_dir=str(tmp_path),
+                 topk=[5, 10], valid_metric="NDCG@10", device="cpu")
+    result = train(cfg, data=data, evaluate_test=False)
+    assert result.test == {} and result.best_valid
+    results = json.loads((result.run_dir / "results.json").read_text())
+    assert results["test"] is None
+    # the best checkpoint is still there for a later evaluate_run
+    assert set(evaluate_run(result.run_dir, data=data)) == set(result.best_valid)
+
+
+def test_threads_applies_during_the_run_only(tiny_model: str, tmp_path) -> None:
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    cfg = Config(model=tiny_model, epochs=1, show_progress=False, checkpoint_dir=str(tmp_path),
+                 topk=[5, 10], valid_metric="NDCG@10", device="cpu", threads=before + 1)
+    train(cfg, data=make_tiny_data(), callbacks=[lambda r: seen.append(torch.get_num_threads())])
+    assert seen == [before + 1] and torch.get_num_threads() == before

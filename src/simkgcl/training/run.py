@@ -17,6 +17,7 @@ checkpoints reach the other ranks by broadcast, so no shared file system is need
 from __future__ import annotations
 
 import atexit
+import contextlib
 import inspect
 import json
 import logging
@@ -25,7 +26,7 @@ import random
 import resource
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -341,13 +342,32 @@ def _build(config: Config, dataset: KnowledgeDataset, split: Split, device: torc
     return model, sampler, evaluator
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Let torch use ``n`` CPU threads inside the block (None: leave it alone)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _run(config: Config, *, data, callbacks, resume_dir: Path | None,
          evaluate_test: bool = True) -> RunResult:
+    with torch_threads(config["threads"]):
+        return _run_threads_set(config, data=data, callbacks=callbacks, resume_dir=resume_dir,
+                                evaluate_test=evaluate_test)
+
+
+def _run_threads_set(config: Config, *, data, callbacks, resume_dir: Path | None,
+                     evaluate_test: bool) -> RunResult:
     device = resolve_device(config["device"])
     rank, world_size = init_distributed(device)
     main_process = rank == 0
-    if config["threads"] is not None:
-        torch.set_num_threads(config["threads"])
     seed_everything(config["seed"], config["reproducibility"])
     dataset, split = data if data is not None else load_data(config)
 
@@ -507,8 +527,13 @@ def evaluate_run(
     overrides = {"device": device} if device else {}
     config = Config.load(cfg_path, overrides=overrides)
     dev = resolve_device(config["device"])
-    if config["threads"] is not None:
-        torch.set_num_threads(config["threads"])
+    with torch_threads(config["threads"]):
+        return _evaluate_saved(run_path, config, split, data, dev)
+
+
+def _evaluate_saved(run_path: Path, config: Config, split: str,
+                    data: tuple[KnowledgeDataset, Split] | None,
+                    dev: torch.device) -> dict[str, float]:
     seed_everything(config["seed"], config["reproducibility"])
     dataset, data_split = data if data is not None else load_data(config)
     model, _, evaluator = _build(config, dataset, data_split, dev)
