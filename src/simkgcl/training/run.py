@@ -549,6 +549,15 @@ def _evaluate_saved(run_path: Path, config: Config, split: str,
     return evaluator.evaluate(model, task)
 
 
+def record_test_metrics(run_dir: str | Path, test: Mapping[str, float]) -> None:
+    """Fill in the test metrics of a run trained with ``evaluate_test=False`` (a search's best
+    trial, tested at the end) so its ``results.json`` is complete."""
+    results = read_results(run_dir)
+    results["test"] = dict(test)
+    atomic_write_bytes(Path(run_dir) / RESULTS_FILE,
+                       (json.dumps(results, indent=2) + "\n").encode())
+
+
 def read_results(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
@@ -557,5 +566,5 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
 
 
 __all__ = ["RunResult", "evaluate_run", "init_distributed", "load_data", "read_results",
-           "resolve_device",
+           "record_test_metrics", "resolve_device",
            "resume_run", "seed_everything", "train"]

@@ -31,7 +31,13 @@ import numpy as np
 from simkgcl.config import Config
 from simkgcl.data.dataset import KnowledgeDataset, Split
 from simkgcl.errors import ConfigError
-from simkgcl.training.run import CONFIG_FILE, evaluate_run, load_data, train
+from simkgcl.training.run import (
+    CONFIG_FILE,
+    evaluate_run,
+    load_data,
+    record_test_metrics,
+    train,
+)
 from simkgcl.training.trainer import TrainingDiverged
 from simkgcl.tuning.space import SearchSpace
 
@@ -163,7 +169,9 @@ def make_objective(base: Config, space: SearchSpace, out_dir: Path,
         callback = PruningCallback(trial, config["valid_metric"])
         started = time.perf_counter()
         try:
-            result = train(config, data=cache.get(config), callbacks=[callback])
+            # test metrics are computed for the best trial only, at the end (evaluate_run)
+            result = train(config, data=cache.get(config), callbacks=[callback],
+                           evaluate_test=False)
         except optuna.TrialPruned:
             run_dir = _find_run_dir(trial_dir)
             trial.set_user_attr("run_dir", str(run_dir) if run_dir else None)
@@ -341,6 +349,7 @@ def tune(
     logger.info("best trial %d: %s = %.4f; testing its best checkpoint (%s)", best.number,
                 base["valid_metric"], best.value, best_run)
     test = evaluate_run(best_run, split="test", data=cache.get(best_config))
+    record_test_metrics(best_run, test)
     result = TuneResult(
         study_name=name, storage=url, out_dir=out, direction=study.direction.name.lower(),
         valid_metric=base["valid_metric"], best_trial=best.number, best_value=float(best.value),
