@@ -91,3 +91,28 @@ def test_resume_refuses_changes_that_break_exactness(tiny_folder: Path, tmp_path
     result, _ = _train(tiny_folder, tmp_path / "runs", capsys)
     assert main(["train", "--resume", result["run_dir"], "learning_rate=0.1"]) == 2
     assert "cannot change learning_rate when resuming" in capsys.readouterr().err
+
+
+def test_seeds_train_one_run_each_and_print_mean_and_std(tiny_folder: Path, tmp_path: Path,
+                                                         capsys) -> None:
+    argv = ["train", "--dataset", str(tiny_folder), "--model", "bpr", "--seeds", "7,8",
+            "epochs=2", "show_progress=false", "topk=[5,10]", "valid_metric=NDCG@10",
+            f"checkpoint_dir={tmp_path}", "device=cpu"]
+    assert main([*argv, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    runs = [Path(r["run_dir"]) for r in summary["runs"]]
+    assert summary["seeds"] == [7, 8] and len(set(runs)) == 2
+    for name, stats in summary["test"].items():
+        per_run = [json.loads((run / "results.json").read_text())["test"][name] for run in runs]
+        assert stats["mean"] == pytest.approx(sum(per_run) / 2)
+        assert stats["std"] == pytest.approx(abs(per_run[0] - per_run[1]) / 2 ** 0.5)
+
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    ndcg = next(line for line in out.splitlines() if line.startswith("NDCG@10 "))
+    assert "±" in ndcg and len(ndcg.split()) == 6  # name, mean ± std, one value per seed
+    folder = Path(out.strip().splitlines()[-1].split(" in ")[-1])
+    assert (folder / "summary.json").is_file() and folder.parent == tmp_path
+
+    assert main([*argv[:-5], "--seeds", "7,x"]) == 2
+    assert "not an integer" in capsys.readouterr().err

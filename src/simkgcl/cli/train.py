@@ -39,9 +39,10 @@ def _train(args: argparse.Namespace) -> int:
     from simkgcl.training.run import resume_run, train
 
     if args.resume:
-        if args.config or args.dataset or args.model:
-            raise ConfigError("--resume takes the run's saved config; --config, --dataset and "
-                              "--model cannot be combined with it (key=value for epochs etc. can)")
+        if args.config or args.dataset or args.model or args.seeds:
+            raise ConfigError("--resume takes the run's saved config; --config, --dataset, "
+                              "--model and --seeds cannot be combined with it (key=value for "
+                              "epochs etc. can)")
         result = resume_run(args.resume, overrides=args.overrides)
     else:
         values = {}
@@ -50,6 +51,8 @@ def _train(args: argparse.Namespace) -> int:
         if args.model:
             values["model"] = args.model
         config = Config(values, files=args.config or (), overrides=args.overrides)
+        if args.seeds:
+            return _train_seeds(config, args)
         result = train(config)
     if not _is_main_process():  # under torchrun only rank 0 reports
         return 0
@@ -63,6 +66,30 @@ def _train(args: argparse.Namespace) -> int:
     print(f"best epoch {result.best_epoch} ({result.valid_metric}); {result.epochs_run} epochs "
           f"run ({stop})")
     print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def _train_seeds(config, args: argparse.Namespace) -> int:
+    """One run per seed; mean ± sample std of every metric (``summary.json`` beside the runs)."""
+    from simkgcl.training import multiseed
+    from simkgcl.training.run import init_distributed, resolve_device
+
+    seeds = multiseed.parse_seeds(args.seeds)
+    summary_dir = None
+    _, world_size = init_distributed(resolve_device(config["device"]))
+    if world_size > 1:  # one summary folder, named by rank 0
+        import torch.distributed as dist
+
+        holder = [str(multiseed._summary_dir(config)) if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(holder, src=0)
+        summary_dir = holder[0]
+    result = multiseed.train_seeds(config, seeds, summary_dir=summary_dir)
+    if not _is_main_process():
+        return 0
+    if args.json:
+        print(json.dumps(multiseed.read_summary(result.summary_dir), indent=2))
+        return 0
+    print(multiseed.format_summary(result, include_valid=True))
     return 0
 
 
@@ -110,6 +137,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="NAME", help="model to train (default simkgcl)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run exactly where its last checkpoint left it")
+    p.add_argument("--seeds", metavar="S1,S2,...",
+                   help="train once per seed (e.g. 2020,2021,2022) and print the mean ± sample "
+                   "std of every metric; the runs and summary.json go into one folder")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=_train)
