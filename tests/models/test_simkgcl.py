@@ -66,9 +66,8 @@ def test_items_without_triples_get_zero_kg_message_and_unit_rows():
     model = _model()
     model.eval()
     entities = model.entity_embedding.weight
-    new_users, slots = model._kg_forward(
-        model.user_embedding.weight, entities, entities[:6], full=True
-    )
+    new = model._kg_step(model._layer0_table(), model._relation_terms(), layer0=True)
+    new_users, slots = new[:5], new[5:]
     new_entities = torch.zeros_like(entities)
     new_entities[model.active_entities] = slots[:-1]
     assert torch.count_nonzero(slots[-1]) == 0  # the shared zero slot of inactive entities
@@ -79,23 +78,17 @@ def test_items_without_triples_get_zero_kg_message_and_unit_rows():
 
 
 def _dropout_masks(model, calls):
-    """Capture the (triple keep mask, UI values) the model draws in each KG step."""
-    seen = []
-    original = model._kg_entities
+    """Capture the (triple keep mask, dropped UI values) the model draws in each KG step."""
+    seen, ui_seen = [], []
+    original = model._draw_kg_dropout
 
-    def spy(entities, relations, keep, full):
+    def spy(device):
+        keep, ui_values = original(device)
         seen.append(keep.clone())
-        return original(entities, relations, keep, full)
+        ui_seen.append(ui_values.detach().clone())
+        return keep, ui_values
 
-    model._kg_entities = spy
-    ui_seen = []
-    original_matmul = model.user_item.matmul
-
-    def ui_spy(values, dense):
-        ui_seen.append(values.detach().clone())
-        return original_matmul(values, dense)
-
-    model.user_item.matmul = ui_spy
+    model._draw_kg_dropout = spy
     for _ in range(calls):
         model.views()
     return seen, ui_seen
@@ -110,7 +103,7 @@ def test_dropout_shares_rescaling_freshness_and_reproducibility():
     assert len(masks) == 40 * 3  # a fresh draw in every layer of every call
     assert all(int(m.sum()) == int(n_triples * 0.7) for m in masks)
     assert not all(torch.equal(masks[0], m) for m in masks[1:])
-    # UI values alternate: (IG step: undropped, KG step: dropped) per layer
+    # the KG step's UI values are dropped (the IG step's are not: they are other buffers)
     full = model.ui_values
     dropped = [v for v in ui_values if not torch.equal(v, full)]
     assert len(dropped) == 40 * 3

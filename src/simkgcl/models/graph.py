@@ -35,22 +35,32 @@ def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> T
     return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
+def _index_dtype(*sizes: int) -> torch.dtype:
+    """int32 indices when every size fits (half the memory; the CSR kernels take both)."""
+    return torch.int32 if max(sizes, default=0) < 2**31 - 1 else torch.int64
+
+
 class SparsePattern(nn.Module):
     """Structure of a sparse ``n_rows x n_cols`` matrix (CSR) and of its transpose.
 
     Entries are given in row-sorted order (``rows`` non-decreasing); the caller keeps its
     per-entry data in that same order. Tensors are non-persistent buffers, so ``.to(device)``
-    moves them with the model and checkpoints do not store them.
+    moves them with the model and checkpoints do not store them. Indices are stored as int32
+    when the sizes allow it.
+
+    ``fixed_rows``: entries of the first ``fixed_rows`` rows are never differentiated (their
+    values are constants, e.g. normalised interaction weights stacked above attention weights):
+    their value gradient is zero and is not computed.
     """
 
     crow: Tensor
+    free_crow: Tensor
     col: Tensor
-    row: Tensor
     t_crow: Tensor
     t_col: Tensor
     t_perm: Tensor
 
-    def __init__(self, rows: Tensor, cols: Tensor, shape: tuple[int, int]):
+    def __init__(self, rows: Tensor, cols: Tensor, shape: tuple[int, int], fixed_rows: int = 0):
         super().__init__()
         rows = rows.long()
         cols = cols.long()
@@ -58,27 +68,53 @@ class SparsePattern(nn.Module):
             raise ValueError("SparsePattern needs entries sorted by row")
         self.shape = (int(shape[0]), int(shape[1]))
         self.nnz = int(rows.numel())
-        self.register_buffer("crow", _indptr(rows, self.shape[0]), persistent=False)
-        self.register_buffer("col", cols.contiguous(), persistent=False)
-        self.register_buffer("row", rows.contiguous(), persistent=False)
+        index = _index_dtype(self.nnz, *self.shape)
+        crow = _indptr(rows, self.shape[0])
+        self.fixed_rows = min(max(int(fixed_rows), 0), self.shape[0])
+        self.n_fixed_entries = int(crow[self.fixed_rows])
+        self.register_buffer("crow", crow.to(index), persistent=False)
+        # row pointers of the trailing (differentiated) rows, for the value gradient
+        self.register_buffer(
+            "free_crow",
+            (crow[self.fixed_rows :] - self.n_fixed_entries).to(index),
+            persistent=False,
+        )
+        self.register_buffer("col", cols.to(index).contiguous(), persistent=False)
         # Transpose: entries ordered by column (stable, so rows stay sorted inside a column).
         t_perm = torch.sort(cols, stable=True).indices
-        self.register_buffer("t_crow", _indptr(cols[t_perm], self.shape[1]), persistent=False)
-        self.register_buffer("t_col", rows[t_perm].contiguous(), persistent=False)
-        self.register_buffer("t_perm", t_perm, persistent=False)
+        self.register_buffer(
+            "t_crow", _indptr(cols[t_perm], self.shape[1]).to(index), persistent=False
+        )
+        self.register_buffer("t_col", rows[t_perm].to(index).contiguous(), persistent=False)
+        self.register_buffer("t_perm", t_perm.to(index), persistent=False)
 
     def matmul(self, values: Tensor, dense: Tensor) -> Tensor:
-        """``M @ dense`` where ``M`` has this structure and entries ``values``."""
+        """``M @ dense`` where ``M`` has this structure and entries ``values``.
+
+        ``dense`` may have more rows than ``M`` has columns: the extra rows are not read (and
+        get a zero gradient), which lets one pattern serve tables of several lengths.
+        """
+        if dense.shape[0] < self.shape[1]:
+            raise ValueError(
+                f"dense has {dense.shape[0]} rows, the pattern {self.shape[1]} columns"
+            )
         return _PatternMatmul.apply(values, dense, self, False)
 
     def t_matmul(self, values: Tensor, dense: Tensor) -> Tensor:
         """``M.T @ dense`` (``values`` in this pattern's row-sorted order)."""
+        if dense.shape[0] != self.shape[0]:
+            raise ValueError(f"dense has {dense.shape[0]} rows, the pattern {self.shape[0]} rows")
         return _PatternMatmul.apply(values, dense, self, True)
+
+    def rows(self) -> Tensor:
+        """Row index of every entry (int64)."""
+        counts = (self.crow[1:] - self.crow[:-1]).long()
+        return torch.repeat_interleave(torch.arange(self.shape[0], device=counts.device), counts)
 
     def to_dense(self, values: Tensor) -> Tensor:
         """Dense copy (tests and debugging only)."""
         out = torch.zeros(self.shape, dtype=values.dtype, device=values.device)
-        return out.index_put_((self.row, self.col), values, accumulate=True)
+        return out.index_put_((self.rows(), self.col.long()), values, accumulate=True)
 
 
 def _indptr(sorted_keys: Tensor, n: int) -> Tensor:
@@ -113,23 +149,49 @@ class _PatternMatmul(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_values = grad_dense = None
         if ctx.needs_input_grad[1]:
-            grad_dense = _apply(pattern, values, grad_out, not ctx.transpose)
+            grad_dense = _apply(pattern, values, grad_out, not ctx.transpose, dense.shape[0])
         if ctx.needs_input_grad[0]:
-            # d out_i / d M_ij = X_j (forward) or d out_j / d M_ij = X_i (transposed forward).
-            left, right = (dense, grad_out) if ctx.transpose else (grad_out, dense)
-            sample = _csr(pattern.crow, pattern.col, values, pattern.shape)
-            grad_values = torch.sparse.sampled_addmm(
-                sample, left.contiguous(), right.t(), beta=0.0
-            ).values()
+            grad_values = _value_grad(pattern, values, dense, grad_out, ctx.transpose)
         return grad_values, grad_dense, None, None
 
 
-def _apply(pattern: SparsePattern, values: Tensor, dense: Tensor, transpose: bool) -> Tensor:
+def _value_grad(
+    pattern: SparsePattern, values: Tensor, dense: Tensor, grad_out: Tensor, transpose: bool
+) -> Tensor:
+    """``dL/dM_ij`` on the pattern: ``<grad_out_i, X_j>`` (``<X_i, grad_out_j>`` transposed)."""
+    left, right = (dense, grad_out) if transpose else (grad_out, dense)
+    n_rows, n_cols = pattern.shape
+    fixed, first_row = pattern.n_fixed_entries, pattern.fixed_rows
+    # only the rows after the fixed ones: a CSR of the trailing rows
+    sample = _csr(
+        pattern.free_crow, pattern.col[fixed:], values[fixed:], (n_rows - first_row, n_cols)
+    )
+    grad = torch.sparse.sampled_addmm(
+        sample, left[first_row:n_rows].contiguous(), right[:n_cols].t(), beta=0.0
+    ).values()
+    if fixed:
+        grad = torch.cat([grad.new_zeros(fixed), grad])
+    return grad
+
+
+def _apply(
+    pattern: SparsePattern, values: Tensor, dense: Tensor, transpose: bool, n_out: int = 0
+) -> Tensor:
+    """``M @ dense`` (``dense`` may be longer than M is wide) or ``M.T @ dense`` with
+    ``max(n_out, n_cols)`` output rows (rows past ``n_cols`` are zero)."""
+    n_rows, n_cols = pattern.shape
     if transpose:
-        n_rows, n_cols = pattern.shape
-        matrix = _csr(pattern.t_crow, pattern.t_col, values[pattern.t_perm], (n_cols, n_rows))
+        crow = pattern.t_crow
+        if n_out > n_cols:  # empty rows for the columns M does not have
+            crow = torch.cat([crow, crow[-1:].expand(n_out - n_cols)])
+        matrix = _csr(
+            crow,
+            pattern.t_col,
+            values.index_select(0, pattern.t_perm),
+            (max(n_out, n_cols), n_rows),
+        )
     else:
-        matrix = _csr(pattern.crow, pattern.col, values, pattern.shape)
+        matrix = _csr(pattern.crow, pattern.col, values, (n_rows, dense.shape[0]))
     return matrix @ dense
 
 
@@ -148,19 +210,25 @@ def _inv_sqrt_degree(ids: Tensor, n: int) -> Tensor:
     return degree.pow(-0.5)
 
 
-def normalized_user_item(graph: GraphData) -> tuple[SparsePattern, Tensor]:
-    """``UI`` = user->item block of ``D^-1/2 A D^-1/2``: pattern (U x I) and float32 values.
+def normalized_user_item_entries(graph: GraphData) -> tuple[Tensor, Tensor, Tensor]:
+    """Entries (users, items, float32 values) of ``UI``, sorted by user then item.
 
-    ``A`` is the symmetric bipartite adjacency over users and items, so the block's entry for
-    (u, i) is ``(deg_u + 1e-7)^-1/2 (deg_i + 1e-7)^-1/2``; ``UI.T`` is the item->user block.
+    ``UI`` is the user->item block of ``D^-1/2 A D^-1/2`` where ``A`` is the symmetric bipartite
+    adjacency over users and items: the entry for (u, i) is
+    ``(deg_u + 1e-7)^-1/2 (deg_i + 1e-7)^-1/2``; ``UI.T`` is the item->user block.
     """
     users, items = unique_interactions(graph)
     values = (
         _inv_sqrt_degree(users, graph.n_users)[users]
         * _inv_sqrt_degree(items, graph.n_items)[items]
     )
-    pattern = SparsePattern(users, items, (graph.n_users, graph.n_items))
-    return pattern, values.float()
+    return users, items, values.float()
+
+
+def normalized_user_item(graph: GraphData) -> tuple[SparsePattern, Tensor]:
+    """``UI`` (see :func:`normalized_user_item_entries`): pattern (U x I) and float32 values."""
+    users, items, values = normalized_user_item_entries(graph)
+    return SparsePattern(users, items, (graph.n_users, graph.n_items)), values
 
 
 def normalized_adjacency(graph: GraphData) -> tuple[SparsePattern, Tensor]:
@@ -187,7 +255,12 @@ def segment_count(segment_ids: Tensor, n_segments: int, mask: Tensor | None = No
 
 
 def segment_softmax(
-    logits: Tensor, segment_ids: Tensor, n_segments: int, mask: Tensor | None = None
+    logits: Tensor,
+    segment_ids: Tensor,
+    n_segments: int,
+    mask: Tensor | None = None,
+    *,
+    mean: bool = False,
 ) -> Tensor:
     """Softmax of one scalar per entry over the entries sharing a segment id.
 
@@ -196,19 +269,29 @@ def segment_softmax(
 
     Entries where ``mask`` is False take no part (weight exactly 0, no gradient). The per-segment
     maximum is subtracted for stability and detached (softmax does not depend on it).
+    ``mean``: each weight is also divided by its segment's number of (kept) entries, i.e. the
+    weights of a mean of softmax-weighted values, folded into the same division.
     """
     fill = torch.finfo(logits.dtype).min
-    masked = logits if mask is None else torch.where(mask, logits, torch.full_like(logits, fill))
+    masked = logits if mask is None else logits.masked_fill(~mask, fill)
     seg_max = torch.full((n_segments,), fill, dtype=logits.dtype, device=logits.device)
     seg_max = seg_max.scatter_reduce(0, segment_ids, masked.detach(), "amax", include_self=True)
-    shifted = logits - seg_max.index_select(0, segment_ids)
+    # a dropped entry: fill - max underflows exp to 0; in a fully dropped segment the mask
+    # multiplication below zeroes it
+    weights = torch.exp(masked - seg_max.index_select(0, segment_ids))
+    kept = None
     if mask is not None:
-        shifted = torch.where(mask, shifted, torch.zeros_like(shifted))
-    weights = torch.exp(shifted)
-    if mask is not None:
-        weights = weights * mask.to(weights.dtype)
+        kept = mask.to(weights.dtype)
+        weights = weights * kept
     totals = torch.zeros(n_segments, dtype=weights.dtype, device=weights.device)
     totals = totals.index_add(0, segment_ids, weights)
+    if mean:
+        counts = torch.zeros_like(totals)
+        if kept is None:
+            counts = counts.index_add_(0, segment_ids, torch.ones_like(weights))
+        else:
+            counts = counts.index_add_(0, segment_ids, kept)
+        totals = totals * counts
     totals = totals.clamp_min(torch.finfo(weights.dtype).tiny)
     return weights / totals.index_select(0, segment_ids)
 

@@ -26,17 +26,29 @@ plus ``reg_weight`` x the unsquared Frobenius norms of the batch's layer-0 user,
 negative rows; ``cl`` = ``cl_rate`` x (InfoNCE over the batch's unique users + InfoNCE over its
 unique positive items) between the IG and KG views (cosine similarity, temperature ``tau``).
 
-Speed (plain PyTorch): the attention never expands to ``triples x d``. Since
-``|e_h * w_r|^2 = (e_h * e_h) . (w_r * w_r)``, one ``E x (R + 1)`` product gives every logit factor,
-gathered as one scalar per triple; the softmax is a segment operation on those scalars. The
-aggregation groups triples by (head, relation) pair: ``Y = C e`` is a CSR product whose entries
-``C[(h, r), t]`` are the attention weights divided by the head's degree (gradients for them come
-from a sampled dense-dense product), then ``out_h = sum_r Y[(h, r)] * w_r`` is a second CSR
-product. Dropout is done on the device with zero weights on a fixed, precomputed structure.
+Speed (plain PyTorch, CPU first):
+
+* Users and entities live in one node table (users first, then entities; items are the first
+  entity rows), so every per-row step (dropout, L2 norm, fusion, layer sums) is one operation.
+  After layer 0 the entity part is a compact table of ``slots`` (see ``_build_structures``).
+* The attention never expands to ``triples x d``. Since ``|e_h * w_r|^2 =
+  (e_h * e_h) . (w_r * w_r)``, one ``rows x (R + 1)`` product gives every logit factor, gathered
+  as one scalar per triple; the softmax is a segment operation on those scalars.
+* One KG step is three sparse products on fixed structures. ``G`` (rows: users, then (head,
+  relation) pairs) gathers ``UI e_items`` for the users and, per pair, the attention-weighted
+  tails (entries: weight / head degree; their gradients come from a sampled dense-dense
+  product). The rows are scaled (users by ``1 + s W``, a pair by ``w_r``) and ``H`` sums the pair
+  rows of each head. The IG step is one symmetric product over the table.
+* Dropout is drawn fresh per call on fixed structures: triples with zero weights, ``UI`` entries
+  with 16-bit uniform draws (four per 64-bit random word, a quarter of ``torch.rand``'s cost;
+  rates are exact to 2^-16), and message dropout without its ``1 / (1 - rate)`` scale, which
+  the L2 normalisation right after it cancels.
+* The InfoNCE loss is one autograd function: one ``n x n`` buffer, no ``logsumexp`` backward.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -46,7 +58,11 @@ from torch import Tensor, nn
 
 from simkgcl.errors import ConfigError
 from simkgcl.models.base import GraphData, Recommender
-from simkgcl.models.graph import SparsePattern, normalized_user_item, segment_softmax
+from simkgcl.models.graph import (
+    SparsePattern,
+    normalized_user_item_entries,
+    segment_softmax,
+)
 
 BPR_GAMMA = 1e-10
 KG_VIEWS = ("fused", "pure")
@@ -96,9 +112,7 @@ class SimKGCL(Recommender):
         for table in (self.user_embedding, self.entity_embedding, self.relation_embedding):
             nn.init.xavier_uniform_(table.weight)
 
-        self.user_item, ui_values = normalized_user_item(graph)
-        self.register_buffer("ui_values", ui_values, persistent=False)
-        self._build_kg(graph)
+        self._build_structures(graph)
 
     def _check_config(self) -> None:
         if self.kg_view not in KG_VIEWS:
@@ -111,18 +125,19 @@ class SimKGCL(Recommender):
         if self.tau <= 0:
             raise ConfigError(f"tau must be > 0, got {self.tau}")
 
-    def _build_kg(self, graph: GraphData) -> None:
-        """Sort triples by (head, relation, tail) and build the reusable CSR structures.
+    def _build_structures(self, graph: GraphData) -> None:
+        """Sort triples by (head, relation, tail) and build the reusable sparse structures.
 
-        Only *active* entities (items and triple heads) can be non-zero after a KG step: any
-        other entity has no triples, so its new row is zero. Layers after the first therefore
-        work on a compact table of ``slots``: active entities in id order (items first, as
-        entity i is item i) and one trailing slot that is always zero and stands for every
-        inactive entity. A triple whose tail is inactive keeps its place in the softmax (its
-        logit is 0) and sends a zero message, exactly as in the full table.
+        Node tables: ``[users; entity rows]``. Only *active* entities (items and triple heads)
+        can be non-zero after a KG step: any other entity has no triples, so its new row is
+        zero. Layer 0 reads the full entity table, ordered active entities first (in id order,
+        so items first, as entity i is item i), then the inactive ones; every later table holds
+        ``slots``: the active entities and one trailing slot that is always zero and stands for
+        every inactive entity. A triple whose tail is inactive keeps its place in the softmax
+        (its logit is 0) and sends a zero message, exactly as in the full table.
         """
+        n_users, n_items, n_entities = self.n_users, self.n_items, self.n_entities
         n_rel_rows = self.n_relations + 1
-        n_entities = self.n_entities
         heads, rels, tails = (
             graph.kg_heads.long().cpu(),
             graph.kg_relations.long().cpu(),
@@ -137,160 +152,170 @@ class SimKGCL(Recommender):
             raise ConfigError("KG triple ids out of range for n_entities / n_relations")
         order = torch.argsort((heads * n_rel_rows + rels) * n_entities + tails)
         heads, rels, tails = heads[order], rels[order], tails[order]
+        self.n_triples = int(heads.numel())
 
-        active = torch.unique(torch.cat([torch.arange(self.n_items), heads]))
-        self.n_slots = int(active.numel()) + 1  # + the zero slot
-        slot_of = torch.full((n_entities,), self.n_slots - 1, dtype=torch.long)
-        slot_of[active] = torch.arange(active.numel())
-        head_slots, tail_slots = slot_of[heads], slot_of[tails]
+        active = torch.unique(torch.cat([torch.arange(n_items), heads]))
+        n_active = int(active.numel())
+        self.n_slots = n_slots = n_active + 1  # + the zero slot
+        slot_of = torch.full((n_entities,), n_active, dtype=torch.long)
+        slot_of[active] = torch.arange(n_active)
+        is_inactive = torch.ones(n_entities, dtype=torch.bool)
+        is_inactive[active] = False
+        layer0_order = torch.cat([active, torch.nonzero(is_inactive).flatten()])
+        position0 = torch.empty(n_entities, dtype=torch.long)  # row in the layer-0 entity table
+        position0[layer0_order] = torch.arange(n_entities)
+        head_slots = slot_of[heads]  # == position0[heads]: active entities come first
+        tail_slots, tail_positions0 = slot_of[tails], position0[tails]
 
         pair_keys, pair_of_triple = torch.unique_consecutive(
             head_slots * n_rel_rows + rels, return_inverse=True
         )
         pair_heads, pair_rels = pair_keys // n_rel_rows, pair_keys % n_rel_rows
         n_pairs = int(pair_keys.numel())
-        self.n_triples = int(heads.numel())
-        # rows = (head, relation) pairs, columns = tails (entity ids, or slots after layer 1);
-        # entries = attention weight / head degree
-        self.triple_pattern_full = SparsePattern(pair_of_triple, tails, (n_pairs, n_entities))
-        self.triple_pattern_slots = SparsePattern(
-            pair_of_triple, tail_slots, (n_pairs, self.n_slots)
+
+        ui_users, ui_items, ui_values = normalized_user_item_entries(graph)
+        n_nodes = n_users + n_slots
+        # IG step: the symmetric matrix [[0, UI], [UI.T, 0]] over [users; slots] (item rows only)
+        by_item = torch.sort(ui_items, stable=True).indices
+        self.ig_step = SparsePattern(
+            torch.cat([ui_users, n_users + ui_items[by_item]]),
+            torch.cat([n_users + ui_items, ui_users[by_item]]),
+            (n_nodes, n_nodes),
         )
-        # rows = head slots, columns = pairs; entries = 1 (sums the relation-scaled pair rows)
-        self.pair_pattern = SparsePattern(
-            pair_heads, torch.arange(n_pairs), (self.n_slots, n_pairs)
+        # KG step, gathering: rows = [users; (head, relation) pairs], columns = table rows;
+        # user rows hold UI (dropped), pair rows the attention weights / head degree
+        gather_rows = torch.cat([ui_users, n_users + pair_of_triple])
+        self.gather_layer0 = SparsePattern(
+            gather_rows,
+            torch.cat([n_users + ui_items, n_users + tail_positions0]),
+            (n_users + n_pairs, n_users + n_entities),
+            fixed_rows=n_users,
         )
+        self.gather_slots = SparsePattern(
+            gather_rows,
+            torch.cat([n_users + ui_items, n_users + tail_slots]),
+            (n_users + n_pairs, n_nodes),
+            fixed_rows=n_users,
+        )
+        # KG step, summing: [users; slots] <- [users; pairs] (identity on users, 1 per pair)
+        self.aggregate = SparsePattern(
+            torch.cat([torch.arange(n_users), n_users + pair_heads]),
+            torch.arange(n_users + n_pairs),
+            (n_nodes, n_users + n_pairs),
+        )
+        identity_order = bool(torch.equal(layer0_order, torch.arange(n_entities)))
         buffers = {
+            "ui_values": ui_values,
+            "ig_values": torch.cat([ui_values, ui_values[by_item]]),
+            "aggregate_values": torch.ones(n_users + n_pairs),
             "active_entities": active,
+            "layer0_order": None if identity_order else layer0_order,
             "triple_head_slots": head_slots,
-            "head_rel_full": heads * n_rel_rows + rels,
-            "tail_rel_full": tails * n_rel_rows + rels,
-            "head_rel_slots": head_slots * n_rel_rows + rels,
+            # flat indices into the (entity rows x (R + 1)) table of squared-norm products
+            "head_rel": head_slots * n_rel_rows + rels,
+            "tail_rel_layer0": tail_positions0 * n_rel_rows + rels,
             "tail_rel_slots": tail_slots * n_rel_rows + rels,
             "pair_rels": pair_rels,
-            "pair_ones": torch.ones(n_pairs),
         }
         for name, value in buffers.items():
             self.register_buffer(name, value, persistent=False)
 
     # ------------------------------------------------------------------ propagation
 
-    def _kg_entities(
-        self, entities: Tensor, relations: Tensor, keep: Tensor | None, full: bool
-    ) -> Tensor:
-        """New entity slots: per head, mean over its (kept) triples of softmax(att) * e_t * w_r.
-
-        ``entities`` is the full table (E rows, ``full``: layer 0) or the slot table; the
-        result is always the slot table.
-        """
-        if full:
-            pattern, head_rel, tail_rel = (
-                self.triple_pattern_full,
-                self.head_rel_full,
-                self.tail_rel_full,
-            )
-        else:
-            pattern, head_rel, tail_rel = (
-                self.triple_pattern_slots,
-                self.head_rel_slots,
-                self.tail_rel_slots,
-            )
-        n_slots = self.n_slots
-        with torch.autocast(entities.device.type, enabled=False):
-            entities = entities.to(_at_least_float32(entities.dtype))
-            relations = relations.to(entities.dtype)
-            # |e * w_r|^2 for every (entity, relation): one rows x (R + 1) product.
-            sq_norms = ((entities * entities) @ (relations * relations).t()).reshape(-1)
-            logits = sq_norms.index_select(0, head_rel) * sq_norms.index_select(0, tail_rel)
-            weights = segment_softmax(logits, self.triple_head_slots, n_slots, keep)
-            ones = torch.ones_like(logits) if keep is None else keep.to(logits.dtype)
-            degree = torch.zeros(n_slots, dtype=logits.dtype, device=logits.device)
-            degree = degree.index_add(0, self.triple_head_slots, ones).clamp_min(1.0)
-            weights = weights / degree.index_select(0, self.triple_head_slots)
-            per_pair = pattern.matmul(weights, entities)
-            per_pair = per_pair * relations.index_select(0, self.pair_rels)
-            return self.pair_pattern.matmul(self.pair_ones.to(per_pair.dtype), per_pair)
-
-    def _kg_forward(
-        self, users: Tensor, entities: Tensor, items: Tensor, full: bool
-    ) -> tuple[Tensor, Tensor]:
-        """The seed's ``kg_forward``: KG aggregation for entities and users, dropout, L2 norm.
-
-        ``entities``: full table (``full``) or slot table; ``items`` its first n_items rows
-        (passed in so that autograd sees one slice of a table, not one per use). Returns
-        (users, entity slots).
-        """
-        training = self.training
+    def _draw_kg_dropout(self, device: torch.device) -> tuple[Tensor | None, Tensor]:
+        """Fresh dropout draws of one KG step: (kept-triple mask or None, dropped UI values)."""
         keep = None
-        if training and self.kg_drop_rate > 0.0 and self.n_triples > 0:
+        if self.training and self.kg_drop_rate > 0.0 and self.n_triples > 0:
             n_keep = int(self.n_triples * (1.0 - self.kg_drop_rate))
-            chosen = torch.randperm(self.n_triples, device=entities.device)[:n_keep]
-            keep = torch.zeros(self.n_triples, dtype=torch.bool, device=entities.device)
-            keep[chosen] = True
+            chosen = torch.randperm(self.n_triples, device=device)[:n_keep]
+            keep = torch.zeros(self.n_triples, dtype=torch.bool, device=device)
+            keep.index_fill_(0, chosen, True)
         ui_values = self.ui_values
-        if training and self.ig_drop_rate > 0.0:
-            kept = torch.rand(ui_values.shape, device=ui_values.device) >= self.ig_drop_rate
-            ui_values = ui_values * kept.to(ui_values.dtype) / (1.0 - self.ig_drop_rate)
+        if self.training and self.ig_drop_rate > 0.0:
+            kept = _keep_mask(ui_values.shape, self.ig_drop_rate, ui_values.dtype, ui_values.device)
+            ui_values = kept.mul_(ui_values).mul_(1.0 / (1.0 - self.ig_drop_rate))
+        return keep, ui_values
 
+    def _kg_step(
+        self, table: Tensor, relation_terms: tuple[Tensor, Tensor, Tensor], layer0: bool
+    ) -> Tensor:
+        """The seed's ``kg_forward`` on a node table: new ``[users; slots]`` rows, L2-normalised.
+
+        Per head: mean over its (kept) triples of softmax(att) * e_t * w_r (zero without
+        triples); per user: ``u' = UI e_items``, ``u' * (1 + s W)``; then message dropout.
+        ``table``: the layer-0 table (``layer0``) or a ``[users; slots]`` table.
+        """
+        relations, rel_sq_t, pair_relations = relation_terms
+        n_users = self.n_users
+        keep, ui_values = self._draw_kg_dropout(table.device)
+        with torch.autocast(table.device.type, enabled=False):
+            table = table.to(_at_least_float32(table.dtype))
+            relations = relations.to(table.dtype)
+            entities = table[n_users:]
+            # |e * w_r|^2 for every (entity, relation): one rows x (R + 1) product.
+            sq_norms = ((entities * entities) @ rel_sq_t.to(table.dtype)).reshape(-1)
+            tail_rel = self.tail_rel_layer0 if layer0 else self.tail_rel_slots
+            logits = sq_norms.index_select(0, self.head_rel) * sq_norms.index_select(0, tail_rel)
+            weights = segment_softmax(logits, self.triple_head_slots, self.n_slots, keep, mean=True)
+            gather = self.gather_layer0 if layer0 else self.gather_slots
+            values = torch.cat([ui_values.to(weights.dtype), weights])
+            gathered = gather.matmul(values, table)  # [users; pairs]
+
+            affinity = table[:n_users] @ relations.t()
+            if self.user_rel_softmax:
+                affinity = torch.softmax(affinity, dim=-1)
+            user_scale = (affinity @ relations).add_(1.0)
+            scales = torch.cat([user_scale, pair_relations.to(table.dtype)])
+            new = self.aggregate.matmul(self.aggregate_values, gathered * scales)
+            if self.training and self.mess_drop_rate > 0.0:
+                # no 1 / (1 - rate) scale: the L2 normalisation below cancels it
+                new = new * _keep_mask(new.shape, self.mess_drop_rate, new.dtype, new.device)
+            return F.normalize(new, dim=1)
+
+    def _layer0_table(self) -> Tensor:
+        """``[users; entities]`` with the entities in layer-0 order (active ones first)."""
+        entities = self.entity_embedding.weight
+        if self.layer0_order is not None:
+            entities = entities.index_select(0, self.layer0_order)
+        return torch.cat([self.user_embedding.weight, entities])
+
+    def _relation_terms(self) -> tuple[Tensor, Tensor, Tensor]:
+        """What every KG step of one forward reads: ``W``, ``(W * W).T``, ``W[pair relations]``."""
         relations = self.relation_embedding.weight
-        new_entities = self._kg_entities(entities, relations, keep, full)
-        new_users = self.user_item.matmul(ui_values, items)
-        affinity = users @ relations.t()
-        if self.user_rel_softmax:
-            affinity = torch.softmax(affinity, dim=-1)  # float32 under autocast
-        new_users = new_users + (affinity @ relations) * new_users
-
-        if training and self.mess_drop_rate > 0.0:
-            new_entities = _dropout(new_entities, self.mess_drop_rate)
-            new_users = _dropout(new_users, self.mess_drop_rate)
-        return _l2_normalize(new_users), _l2_normalize(new_entities)
+        return relations, (relations * relations).t(), relations.index_select(0, self.pair_rels)
 
     def views(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(IG users, IG items, KG users, KG items); dropout on when the module is training."""
-        return self._views(self.entity_embedding.weight[: self.n_items])
-
-    def _views(self, items0: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        n_items = self.n_items
-        users0, entities0 = self.user_embedding.weight, self.entity_embedding.weight
-        # entity tables are full (E rows) at layer 0 and slot tables after (see _build_kg);
-        # each chain is (users, entity table, its item rows)
-        fused_u, fused_e, fused_i = users0, entities0, items0  # the IG chain (fused layers)
-        kg_u, kg_e, kg_i = users0, entities0, items0  # the KG chain's input
-        ig_sum_u = ig_sum_i = None
-        kg_sum_u, kg_sum_i = users0, items0
+        n_users, n_rows = self.n_users, self.n_users + self.n_items
+        table0 = self._layer0_table()
+        relation_terms = self._relation_terms()
+        fused = kg_input = table0  # the IG chain (fused layers) and the KG chain's input
+        ig_sum: Tensor | None = None
+        kg_sum = table0[:n_rows]
         for layer in range(self.n_layers):
-            ig_u = self.user_item.matmul(self.ui_values, fused_i)
-            ig_i = self.user_item.t_matmul(self.ui_values, fused_u)
-            new_u, new_e = self._kg_forward(kg_u, kg_e, kg_i, full=layer == 0)
-            new_i = new_e[:n_items]
-            fused_u = new_u + ig_u
-            fused_i = new_i + ig_i
-            fused_e = torch.cat([fused_i, new_e[n_items:]])
-            if self.kg_view == "fused":
-                kg_u, kg_e, kg_i = fused_u, fused_e, fused_i
-            else:
-                kg_u, kg_e, kg_i = new_u, new_e, new_i
-            ig_sum_u = fused_u if ig_sum_u is None else ig_sum_u + fused_u
-            ig_sum_i = fused_i if ig_sum_i is None else ig_sum_i + fused_i
-            kg_sum_u = kg_sum_u + kg_u
-            kg_sum_i = kg_sum_i + kg_i
-        assert ig_sum_u is not None and ig_sum_i is not None
-        n = self.n_layers
-        return ig_sum_u / n, ig_sum_i / n, kg_sum_u / (n + 1), kg_sum_i / (n + 1)
+            ig = self.ig_step.matmul(self.ig_values, fused)
+            new = self._kg_step(kg_input, relation_terms, layer == 0)
+            fused = new + ig  # ig is zero outside the user and item rows
+            kg_input = fused if self.kg_view == "fused" else new
+            ig_sum = fused[:n_rows] if ig_sum is None else ig_sum + fused[:n_rows]
+            kg_sum = kg_sum + kg_input[:n_rows]
+        assert ig_sum is not None
+        ig_mean = ig_sum / self.n_layers
+        kg_mean = kg_sum / (self.n_layers + 1)
+        return ig_mean[:n_users], ig_mean[n_users:], kg_mean[:n_users], kg_mean[n_users:]
 
     # ------------------------------------------------------------------ losses
 
     def forward(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> dict[str, Tensor]:
-        items0 = self.entity_embedding.weight[: self.n_items]
-        ig_users, ig_items, kg_users, kg_items = self._views(items0)
+        ig_users, ig_items, kg_users, kg_items = self.views()
         u = ig_users.index_select(0, users)
         pos_scores = (u * ig_items.index_select(0, pos_items)).sum(-1)
         neg_scores = (u * ig_items.index_select(0, neg_items)).sum(-1)
         bpr = -torch.log(BPR_GAMMA + torch.sigmoid(pos_scores - neg_scores)).sum()
         reg = (
             torch.linalg.vector_norm(self.user_embedding.weight.index_select(0, users))
-            + torch.linalg.vector_norm(items0.index_select(0, pos_items))
-            + torch.linalg.vector_norm(items0.index_select(0, neg_items))
+            + torch.linalg.vector_norm(self.entity_embedding.weight.index_select(0, pos_items))
+            + torch.linalg.vector_norm(self.entity_embedding.weight.index_select(0, neg_items))
         )
         unique_users = torch.unique(users)
         unique_items = torch.unique(pos_items)
@@ -310,21 +335,64 @@ def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _dropout(x: Tensor, rate: float) -> Tensor:
-    """Inverted dropout; a uniform draw compared to ``rate`` is cheaper than ``bernoulli_`` on CPU."""
-    scaled_mask = torch.rand_like(x).ge_(rate).mul_(1.0 / (1.0 - rate))
-    return x * scaled_mask
+def _keep_mask(
+    shape: torch.Size | tuple[int, ...], rate: float, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """0/1 mask in ``dtype``, each entry 1 with probability ``1 - rate``, from the torch RNG.
+
+    On CPU four 16-bit uniforms come from one 64-bit random word (a third of the cost of
+    ``torch.rand``; ``rate`` is then exact to 2^-16: 0.1 -> 0.100006), and the comparison is
+    done in floating point: boolean masks take slow, unvectorised paths in CPU kernels.
+    Elsewhere ``torch.rand``.
+    """
+    if device.type != "cpu":
+        return (torch.rand(shape, device=device) >= rate).to(dtype)
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+    lanes = words.view(torch.int16)[:n].view(shape)  # uniform on [-32768, 32767]
+    return lanes.to(dtype).ge_(round(rate * 65536) - 32768)
 
 
-def _l2_normalize(x: Tensor) -> Tensor:
-    return F.normalize(x.to(_at_least_float32(x.dtype)), dim=1)
+def _at_least_float32_tensor(x: Tensor) -> Tensor:
+    return x.to(_at_least_float32(x.dtype))
+
+
+class _InfoNCE(torch.autograd.Function):
+    """``sum_i logsumexp_j(a_i . b_j / tau) - a_i . b_i / tau`` for row-normalised ``a``, ``b``.
+
+    The forward keeps the row softmax ``P`` (built in place in the one ``n x n`` buffer); the
+    gradients are ``(P b - b) / tau`` and ``(P.T a - a) / tau``.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, tau: float) -> Tensor:
+        inv_tau = 1.0 / tau
+        logits = torch.mm(a * inv_tau, b.t())
+        positive = torch.diagonal(logits).sum()
+        row_max = logits.amax(dim=1, keepdim=True)
+        probs = logits.sub_(row_max).exp_()  # the buffer now holds exp(logit - max)
+        totals = probs.sum(dim=1, keepdim=True)
+        lse = (totals.log() + row_max).sum()
+        probs.div_(totals)
+        ctx.save_for_backward(a, b, probs)
+        ctx.inv_tau = inv_tau
+        return lse - positive
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        a, b, probs = ctx.saved_tensors
+        scale = grad * ctx.inv_tau
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = (probs @ b).sub_(b).mul_(scale)
+        if ctx.needs_input_grad[1]:
+            grad_b = (probs.t() @ a).sub_(a).mul_(scale)
+        return grad_a, grad_b, None
 
 
 def info_nce(view1: Tensor, view2: Tensor, tau: float) -> Tensor:
     """Sum over rows of -log softmax of the matching row among all rows (cosine / tau)."""
     with torch.autocast(view1.device.type, enabled=False):
-        a = F.normalize(view1.to(_at_least_float32(view1.dtype)), dim=1)
+        a = F.normalize(_at_least_float32_tensor(view1), dim=1)
         b = F.normalize(view2.to(a.dtype), dim=1)
-        positive = (a * b).sum(1) / tau
-        total = torch.logsumexp(a @ b.t() / tau, dim=1)
-        return (total - positive).sum()
+        return _InfoNCE.apply(a, b, tau)
