@@ -323,6 +323,9 @@ BASE_SPECS: dict[str, KeySpec] = {
     "train_batch_size": KeySpec(2048, int_in(1), "training triples per batch"),
     "learner": KeySpec("adam", choice(LEARNERS), "optimiser"),
     "learning_rate": KeySpec(1e-3, float_in(0.0, lo_open=True), "optimiser step size"),
+    "fused_optimizer": KeySpec(True, boolean,
+                               "Adam's fused single-kernel step where the device supports it "
+                               "(same updates up to float rounding, ~4x faster step on CPU)"),
     "weight_decay": KeySpec(0.0, float_in(0.0), "optimiser weight decay"),
     "neg_sampling": KeySpec({"uniform": 1}, _neg_sampling, "negative sampling"),
     "clip_grad_norm": KeySpec(None, _clip_grad_norm, "gradient clipping"),

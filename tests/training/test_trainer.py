@@ -294,3 +294,21 @@ def test_threads_applies_during_the_run_only(tiny_model: str, tmp_path) -> None:
                  topk=[5, 10], valid_metric="NDCG@10", device="cpu", threads=before + 1)
     train(cfg, data=make_tiny_data(), callbacks=[lambda r: seen.append(torch.get_num_threads())])
     assert seen == [before + 1] and torch.get_num_threads() == before
+
+
+def test_fused_adam_is_used_and_trains_like_the_plain_one(tiny_model: str) -> None:
+    fused = _trainer(tiny_model, [0.1] * 3, epochs=3, learning_rate=0.05)
+    plain = _trainer(tiny_model, [0.1] * 3, epochs=3, learning_rate=0.05, fused_optimizer=False)
+    assert fused.optimizer.param_groups[0]["fused"] is True
+    assert not plain.optimizer.param_groups[0]["fused"]
+    for epoch in range(3):
+        torch.manual_seed(epoch)  # same dropout masks for both
+        a = fused.train_epoch(epoch)
+        torch.manual_seed(epoch)
+        b = plain.train_epoch(epoch)
+        assert a["bpr"] == pytest.approx(b["bpr"], rel=1e-5)
+    for p, q in zip(fused.model.parameters(), plain.model.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
+    # other learners ignore the key
+    sgd = _trainer(tiny_model, [0.1], epochs=1, learner="sgd", learning_rate=0.1)
+    assert isinstance(sgd.optimizer, torch.optim.SGD)

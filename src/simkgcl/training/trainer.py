@@ -104,7 +104,7 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
 
 def _fused_adam_ok(config: Mapping[str, Any], model: nn.Module) -> bool:
     """Fused Adam when asked for (``fused_optimizer``) and the parameters' device supports it."""
-    if config["learner"] != "adam" or not config.get("fused_optimizer", False):
+    if config["learner"] != "adam" or not config.get("fused_optimizer", True):
         return False
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
