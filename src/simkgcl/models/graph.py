@@ -106,6 +106,14 @@ class SparsePattern(nn.Module):
             raise ValueError(f"dense has {dense.shape[0]} rows, the pattern {self.shape[0]} rows")
         return _PatternMatmul.apply(values, dense, self, True)
 
+    def product(self, values: Tensor, dense: Tensor) -> Tensor:
+        """``M @ dense`` without autograd (for use inside backward functions)."""
+        return _apply(self, values, dense, False)
+
+    def t_product(self, values: Tensor, dense: Tensor) -> Tensor:
+        """``M.T @ dense`` without autograd (for use inside backward functions)."""
+        return _apply(self, values, dense, True)
+
     def rows(self) -> Tensor:
         """Row index of every entry (int64)."""
         counts = (self.crow[1:] - self.crow[:-1]).long()
@@ -193,6 +201,34 @@ def _apply(
     else:
         matrix = _csr(pattern.crow, pattern.col, values, (n_rows, dense.shape[0]))
     return matrix @ dense
+
+
+class _L2Normalize(torch.autograd.Function):
+    """``x / max(|x|, eps)`` per row; the backward reads only the output and ``1 / norm``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, eps: float) -> Tensor:
+        norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        inverse = norms.clamp_min(eps).reciprocal_()
+        out = x * inverse
+        clamped = bool((norms < eps).any())
+        ctx.save_for_backward(out, inverse, norms if clamped else None)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        out, inverse, norms = ctx.saved_tensors
+        # d(x/|x|) = (g - y (y . g)) / |x|; rows under eps were divided by a constant
+        along = (grad * out).sum(dim=1, keepdim=True)
+        if norms is not None:
+            along = along * (norms >= ctx.eps).to(along.dtype)
+        return torch.addcmul(grad, out, along, value=-1.0).mul_(inverse), None
+
+
+def l2_normalize_rows(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """Same as ``F.normalize(x, dim=1)`` for 2-D ``x``, with a leaner backward (fewer passes)."""
+    return _L2Normalize.apply(x, eps)
 
 
 # --------------------------------------------------------------------------- interaction graph

@@ -53,13 +53,13 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simkgcl.errors import ConfigError
 from simkgcl.models.base import GraphData, Recommender
 from simkgcl.models.graph import (
     SparsePattern,
+    l2_normalize_rows,
     normalized_user_item_entries,
     segment_softmax,
 )
@@ -203,6 +203,25 @@ class SimKGCL(Recommender):
             torch.arange(n_users + n_pairs),
             (n_nodes, n_users + n_pairs),
         )
+        # Gradient of the attention logits: (table row, relation) entries of every head and
+        # tail factor, rows sorted (``*_order`` maps [head entries; tail entries] to them)
+        factor_rels = torch.cat([rels, rels])
+        for name, tail_rows, n_rows in (
+            ("layer0", tail_positions0, n_users + n_entities),
+            ("slots", tail_slots, n_nodes),
+        ):
+            factor_rows = n_users + torch.cat([head_slots, tail_rows])
+            factor_order = torch.sort(factor_rows, stable=True).indices
+            pattern = SparsePattern(
+                factor_rows[factor_order], factor_rels[factor_order], (n_rows, n_rel_rows)
+            )
+            setattr(self, f"logit_grad_{name}", pattern)
+            self.register_buffer(
+                f"logit_grad_order_{name}", factor_order.to(pattern.col.dtype), persistent=False
+            )
+        # the logit factor table has (R + 1) columns padded to a multiple of 8: GEMMs with an
+        # odd width run at two thirds of the speed on CPU
+        self.n_factor_cols = n_factor_cols = -(-n_rel_rows // 8) * 8
         identity_order = bool(torch.equal(layer0_order, torch.arange(n_entities)))
         buffers = {
             "ui_values": ui_values,
@@ -212,9 +231,9 @@ class SimKGCL(Recommender):
             "layer0_order": None if identity_order else layer0_order,
             "triple_head_slots": head_slots,
             # flat indices into the (entity rows x (R + 1)) table of squared-norm products
-            "head_rel": head_slots * n_rel_rows + rels,
-            "tail_rel_layer0": tail_positions0 * n_rel_rows + rels,
-            "tail_rel_slots": tail_slots * n_rel_rows + rels,
+            "head_rel": head_slots * n_factor_cols + rels,
+            "tail_rel_layer0": tail_positions0 * n_factor_cols + rels,
+            "tail_rel_slots": tail_slots * n_factor_cols + rels,
             "pair_rels": pair_rels,
         }
         for name, value in buffers.items():
@@ -237,7 +256,7 @@ class SimKGCL(Recommender):
         return keep, ui_values
 
     def _kg_step(
-        self, table: Tensor, relation_terms: tuple[Tensor, Tensor, Tensor], layer0: bool
+        self, table: Tensor, relation_terms: tuple[Tensor, Tensor], layer0: bool
     ) -> Tensor:
         """The seed's ``kg_forward`` on a node table: new ``[users; slots]`` rows, L2-normalised.
 
@@ -245,17 +264,21 @@ class SimKGCL(Recommender):
         triples); per user: ``u' = UI e_items``, ``u' * (1 + s W)``; then message dropout.
         ``table``: the layer-0 table (``layer0``) or a ``[users; slots]`` table.
         """
-        relations, rel_sq_t, pair_relations = relation_terms
+        relations, pair_relations = relation_terms
         n_users = self.n_users
         keep, ui_values = self._draw_kg_dropout(table.device)
         with torch.autocast(table.device.type, enabled=False):
             table = table.to(_at_least_float32(table.dtype))
             relations = relations.to(table.dtype)
-            entities = table[n_users:]
-            # |e * w_r|^2 for every (entity, relation): one rows x (R + 1) product.
-            sq_norms = ((entities * entities) @ rel_sq_t.to(table.dtype)).reshape(-1)
-            tail_rel = self.tail_rel_layer0 if layer0 else self.tail_rel_slots
-            logits = sq_norms.index_select(0, self.head_rel) * sq_norms.index_select(0, tail_rel)
+            suffix = "layer0" if layer0 else "slots"
+            logits = _AttentionLogits.apply(
+                table,
+                relations,
+                self,
+                getattr(self, f"tail_rel_{suffix}"),
+                getattr(self, f"logit_grad_{suffix}"),
+                getattr(self, f"logit_grad_order_{suffix}"),
+            )
             weights = segment_softmax(logits, self.triple_head_slots, self.n_slots, keep, mean=True)
             gather = self.gather_layer0 if layer0 else self.gather_slots
             values = torch.cat([ui_values.to(weights.dtype), weights])
@@ -270,7 +293,7 @@ class SimKGCL(Recommender):
             if self.training and self.mess_drop_rate > 0.0:
                 # no 1 / (1 - rate) scale: the L2 normalisation below cancels it
                 new = new * _keep_mask(new.shape, self.mess_drop_rate, new.dtype, new.device)
-            return F.normalize(new, dim=1)
+            return l2_normalize_rows(new)
 
     def _layer0_table(self) -> Tensor:
         """``[users; entities]`` with the entities in layer-0 order (active ones first)."""
@@ -279,50 +302,67 @@ class SimKGCL(Recommender):
             entities = entities.index_select(0, self.layer0_order)
         return torch.cat([self.user_embedding.weight, entities])
 
-    def _relation_terms(self) -> tuple[Tensor, Tensor, Tensor]:
-        """What every KG step of one forward reads: ``W``, ``(W * W).T``, ``W[pair relations]``."""
+    def _relation_terms(self) -> tuple[Tensor, Tensor]:
+        """What every KG step of one forward reads: ``W`` and ``W[pair relations]``."""
         relations = self.relation_embedding.weight
-        return relations, (relations * relations).t(), relations.index_select(0, self.pair_rels)
+        return relations, relations.index_select(0, self.pair_rels)
 
-    def views(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(IG users, IG items, KG users, KG items); dropout on when the module is training."""
-        n_users, n_rows = self.n_users, self.n_users + self.n_items
+    def _layer_sums(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(sum of the fused layers 1..L, sum of the KG chain's layers 1..L, layer-0 table).
+
+        The sums are full ``[users; slots]`` tables (rows past users + items are unused): the
+        callers gather rows from them, which is cheaper than slicing every layer.
+        """
         table0 = self._layer0_table()
         relation_terms = self._relation_terms()
         fused = kg_input = table0  # the IG chain (fused layers) and the KG chain's input
         ig_sum: Tensor | None = None
-        kg_sum = table0[:n_rows]
+        kg_sum: Tensor | None = None
         for layer in range(self.n_layers):
             ig = self.ig_step.matmul(self.ig_values, fused)
             new = self._kg_step(kg_input, relation_terms, layer == 0)
             fused = new + ig  # ig is zero outside the user and item rows
             kg_input = fused if self.kg_view == "fused" else new
-            ig_sum = fused[:n_rows] if ig_sum is None else ig_sum + fused[:n_rows]
-            kg_sum = kg_sum + kg_input[:n_rows]
-        assert ig_sum is not None
-        ig_mean = ig_sum / self.n_layers
-        kg_mean = kg_sum / (self.n_layers + 1)
+            ig_sum = fused if ig_sum is None else ig_sum + fused
+            kg_sum = kg_input if kg_sum is None else kg_sum + kg_input
+        assert ig_sum is not None and kg_sum is not None
+        return ig_sum, kg_sum, table0
+
+    def views(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(IG users, IG items, KG users, KG items); dropout on when the module is training."""
+        n_users, n_rows = self.n_users, self.n_users + self.n_items
+        ig_sum, kg_sum, table0 = self._layer_sums()
+        ig_mean = ig_sum[:n_rows] / self.n_layers
+        kg_mean = (kg_sum[:n_rows] + table0[:n_rows]) / (self.n_layers + 1)
         return ig_mean[:n_users], ig_mean[n_users:], kg_mean[:n_users], kg_mean[n_users:]
 
     # ------------------------------------------------------------------ losses
 
     def forward(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> dict[str, Tensor]:
-        ig_users, ig_items, kg_users, kg_items = self.views()
-        u = ig_users.index_select(0, users)
-        pos_scores = (u * ig_items.index_select(0, pos_items)).sum(-1)
-        neg_scores = (u * ig_items.index_select(0, neg_items)).sum(-1)
+        n_users, n_batch = self.n_users, users.shape[0]
+        ig_sum, kg_sum, table0 = self._layer_sums()
+        items = torch.cat([pos_items, neg_items])
+        unique_users, unique_items = torch.unique(users), torch.unique(pos_items)
+        n_uu = unique_users.shape[0]
+        # one gather per table (each gather's backward allocates a table-sized gradient)
+        cl_rows = torch.cat([unique_users, unique_items + n_users])
+        ig_rows = ig_sum.index_select(0, torch.cat([users, items + n_users, cl_rows]))
+        kg_rows = kg_sum.index_select(0, cl_rows) + table0.index_select(0, cl_rows)
+        u = ig_rows[:n_batch] / self.n_layers
+        i = ig_rows[n_batch : 3 * n_batch] / self.n_layers
+        pos_scores = (u * i[:n_batch]).sum(-1)
+        neg_scores = (u * i[n_batch:]).sum(-1)
         bpr = -torch.log(BPR_GAMMA + torch.sigmoid(pos_scores - neg_scores)).sum()
+        item_rows0 = self.entity_embedding.weight.index_select(0, items)
         reg = (
             torch.linalg.vector_norm(self.user_embedding.weight.index_select(0, users))
-            + torch.linalg.vector_norm(self.entity_embedding.weight.index_select(0, pos_items))
-            + torch.linalg.vector_norm(self.entity_embedding.weight.index_select(0, neg_items))
+            + torch.linalg.vector_norm(item_rows0[:n_batch])
+            + torch.linalg.vector_norm(item_rows0[n_batch:])
         )
-        unique_users = torch.unique(users)
-        unique_items = torch.unique(pos_items)
-        cl = info_nce(
-            ig_users.index_select(0, unique_users), kg_users.index_select(0, unique_users), self.tau
-        ) + info_nce(
-            ig_items.index_select(0, unique_items), kg_items.index_select(0, unique_items), self.tau
+        # InfoNCE normalises its rows, so the views need no division by the layer counts
+        ig_cl = ig_rows[3 * n_batch :]
+        cl = info_nce(ig_cl[:n_uu], kg_rows[:n_uu], self.tau) + info_nce(
+            ig_cl[n_uu:], kg_rows[n_uu:], self.tau
         )
         return {"bpr_reg": bpr + self.reg_weight * reg, "cl": self.cl_rate * cl}
 
@@ -355,6 +395,51 @@ def _keep_mask(
 
 def _at_least_float32_tensor(x: Tensor) -> Tensor:
     return x.to(_at_least_float32(x.dtype))
+
+
+class _AttentionLogits(torch.autograd.Function):
+    """Per triple ``|x_h * w_r|^2 |x_t * w_r|^2`` from a node table ``x`` and relation rows ``w``.
+
+    Forward: one ``entity rows x (R + 1)`` product ``(x * x) @ (w * w).T`` (columns padded with
+    zeros to ``model.n_factor_cols``) and two gathers.
+    Backward: the gradient of that product is non-zero only at the 2 x triples (row, relation)
+    entries used, so it goes through two sparse products on a fixed pattern
+    (``2 x (G @ (w * w))`` and ``2 w * (G.T @ (x * x))``) instead of two dense ones.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        table: Tensor,
+        relations: Tensor,
+        model: SimKGCL,
+        tail_rel: Tensor,
+        grad_pattern: SparsePattern,
+        grad_order: Tensor,
+    ) -> Tensor:
+        entities = table[model.n_users :]
+        sq_relations = relations * relations
+        padded = sq_relations.new_zeros(model.n_factor_cols, sq_relations.shape[1])
+        padded[: sq_relations.shape[0]] = sq_relations
+        sq_norms = torch.mm(entities * entities, padded.t()).reshape(-1)
+        head_sq = sq_norms.index_select(0, model.head_rel)
+        tail_sq = sq_norms.index_select(0, tail_rel)
+        ctx.save_for_backward(table, relations, sq_relations, head_sq, tail_sq, grad_order)
+        ctx.grad_pattern = grad_pattern
+        return head_sq * tail_sq
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        table, relations, sq_relations, head_sq, tail_sq, grad_order = ctx.saved_tensors
+        pattern: SparsePattern = ctx.grad_pattern
+        # d logit / d (head factor) = tail factor and vice versa, in the pattern's entry order
+        values = torch.cat([grad * tail_sq, grad * head_sq]).index_select(0, grad_order)
+        grad_table = grad_relations = None
+        if ctx.needs_input_grad[0]:
+            grad_table = pattern.product(values, sq_relations).mul_(table).mul_(2.0)
+        if ctx.needs_input_grad[1]:
+            grad_relations = pattern.t_product(values, table * table).mul_(relations).mul_(2.0)
+        return grad_table, grad_relations, None, None, None, None
 
 
 class _InfoNCE(torch.autograd.Function):
@@ -393,6 +478,6 @@ class _InfoNCE(torch.autograd.Function):
 def info_nce(view1: Tensor, view2: Tensor, tau: float) -> Tensor:
     """Sum over rows of -log softmax of the matching row among all rows (cosine / tau)."""
     with torch.autocast(view1.device.type, enabled=False):
-        a = F.normalize(_at_least_float32_tensor(view1), dim=1)
-        b = F.normalize(view2.to(a.dtype), dim=1)
+        a = l2_normalize_rows(_at_least_float32_tensor(view1))
+        b = l2_normalize_rows(view2.to(a.dtype))
         return _InfoNCE.apply(a, b, tau)
