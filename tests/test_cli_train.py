@@ -116,3 +116,14 @@ def test_seeds_train_one_run_each_and_print_mean_and_std(tiny_folder: Path, tmp_
 
     assert main([*argv[:-5], "--seeds", "7,x"]) == 2
     assert "not an integer" in capsys.readouterr().err
+
+
+def test_mixed_precision_on_cpu_is_a_clear_error(tmp_path, capsys):
+    from simkgcl.cli import main
+
+    code = main(["train", "mixed_precision=bf16", "device=cpu", "epochs=1",
+                 f"checkpoint_dir={tmp_path}", "show_progress=false", "embedding_size=8"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "mixed_precision" in err and "CUDA" in err
+    assert "Traceback" not in err

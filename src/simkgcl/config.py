@@ -352,6 +352,9 @@ BASE_SPECS: dict[str, KeySpec] = {
     "reproducibility": KeySpec(True, boolean, "deterministic kernels where they are cheap"),
     "device": KeySpec("auto", _device, "auto | cpu | cuda | cuda:N (under torchrun, auto and "
                       "cuda mean each process's cuda:LOCAL_RANK)"),
+    "mixed_precision": KeySpec("none", choice(("none", "bf16")),
+                               "bf16 autocast of the training forward pass on CUDA (sparse "
+                               "products, softmax and normalisation stay float32); none = fp32"),
     "threads": KeySpec(None, optional(int_in(1)),
                        "CPU threads torch may use (torch.set_num_threads); null = torch's "
                        "default (all cores)"),

@@ -30,6 +30,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from simkgcl.errors import SimKGCLError
+from simkgcl.errors import ConfigError, SimKGCLError
 from simkgcl.evaluation.evaluator import Evaluator, RankingTask
 from simkgcl.models.base import Recommender
 from simkgcl.sampling.negative import NegativeSampler
@@ -115,6 +116,18 @@ def _fused_adam_ok(config: Mapping[str, Any], model: nn.Module) -> bool:
     return device in supported and all(p.is_floating_point() for p in params)
 
 
+def _autocast_context(mode: str, model: nn.Module) -> Callable[[], Any]:
+    """A factory of autocast contexts for the training forward pass (``mixed_precision``)."""
+    if mode == "none":
+        return nullcontext
+    params = list(model.parameters())
+    device = params[0].device.type if params else "cpu"
+    if device != "cuda":
+        raise ConfigError(f"mixed_precision={mode!r} needs a CUDA device (this run is on "
+                          f"{device}); use mixed_precision=none")
+    return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+
+
 class Trainer:
     """Trains ``model`` on ``sampler``'s epochs and validates it on ``valid_task``.
 
@@ -152,6 +165,7 @@ class Trainer:
                                          weight_decay=config["weight_decay"],
                                          fused=_fused_adam_ok(config, model))
         self.clip = config["clip_grad_norm"]
+        self.autocast = _autocast_context(config.get("mixed_precision", "none"), model)
         self.valid_metric = config["valid_metric"]
         self.bigger = bool(config["valid_metric_bigger"])
         self.state = TrainState()
@@ -199,7 +213,8 @@ class Trainer:
         world = self.world_size
         for step, (users, pos, neg) in enumerate(bar):
             self.optimizer.zero_grad(set_to_none=True)
-            terms = self.train_module(users, pos, neg)
+            with self.autocast():
+                terms = self.train_module(users, pos, neg)
             loss = sum(terms.values())
             assert isinstance(loss, torch.Tensor)
             # this rank's weight in the step's global loss (1.0 in a single process)
