@@ -95,7 +95,7 @@ def test_a_resumed_study_continues_its_trial_count(tmp_path: Path) -> None:
 
 
 def test_pruning_fires_on_a_hopeless_trial_and_leaves_a_resumable_run(tmp_path: Path) -> None:
-    base = tiny_base(tmp_path)
+    base = tiny_base(tmp_path, epochs=3)  # pruned at epoch 1, so one epoch is left to resume
     out = tmp_path / "tune"
     out.mkdir()
     storage = f"sqlite:///{out / 'study.db'}"
@@ -115,12 +115,13 @@ def test_pruning_fires_on_a_hopeless_trial_and_leaves_a_resumable_run(tmp_path: 
 
     # The pruned run folder is a consistent, resumable state: history and last.pt agree.
     run_dir = Path(hopeless["run_dir"])
-    assert [r["epoch"] for r in read_history(run_dir)] == [0]
+    # Callbacks run after the epoch is written, so the pruned epoch is part of the history.
+    assert [r["epoch"] for r in read_history(run_dir)] == [0, 1]
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     assert not (run_dir / "results.json").exists()
     resumed = resume_run(run_dir)
-    assert resumed.epochs_run == 2
-    assert [r["epoch"] for r in read_history(run_dir)] == [0, 1]
+    assert resumed.epochs_run == 3
+    assert [r["epoch"] for r in read_history(run_dir)] == [0, 1, 2]
 
 
 def _cli(argv: list[str]) -> int:
