@@ -95,3 +95,21 @@ def test_bpr_loss_decreases_on_toy_problem():
     assert losses[-1] < 0.5 * losses[0]
     u, i = model.final_embeddings()
     assert u.shape == (5, 8) and i.shape == (6, 8)
+
+
+def test_pattern_matmul_ignores_uninitialised_output_memory():
+    """The product writes into fresh uninitialised memory (beta=0): no stale NaN may leak."""
+    rows = torch.tensor([0, 0, 2, 3])
+    cols = torch.tensor([1, 3, 0, 3])
+    pattern = SparsePattern(rows, cols, (5, 4))  # row 1 and row 4 are empty
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    dense = torch.arange(12.0).reshape(4, 3)
+    expected = pattern.to_dense(values) @ dense
+    for _ in range(20):  # freed NaN blocks of the same size are what the allocator hands out
+        del_me = torch.full((5, 3), float("nan"))
+        del del_me
+        assert torch.equal(pattern.matmul(values, dense), expected)
+        assert torch.equal(
+            pattern.t_matmul(values, torch.ones(5, 3)),
+            pattern.to_dense(values).t() @ torch.ones(5, 3),
+        )

@@ -200,7 +200,10 @@ def _apply(
         )
     else:
         matrix = _csr(pattern.crow, pattern.col, values, (n_rows, dense.shape[0]))
-    return matrix @ dense
+    # addmm into an uninitialised output with beta=0 (its values are never read): the plain
+    # ``matrix @ dense`` zero-fills the output first, one more pass over it
+    out = torch.empty((matrix.shape[0], dense.shape[1]), dtype=dense.dtype, device=dense.device)
+    return torch.addmm(out, matrix, dense, beta=0.0, out=out)
 
 
 class _L2Normalize(torch.autograd.Function):
@@ -211,8 +214,7 @@ class _L2Normalize(torch.autograd.Function):
         norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
         inverse = norms.clamp_min(eps).reciprocal_()
         out = x * inverse
-        clamped = bool((norms < eps).any())
-        ctx.save_for_backward(out, inverse, norms if clamped else None)
+        ctx.save_for_backward(out, inverse, norms)
         ctx.eps = eps
         return out
 
@@ -220,9 +222,7 @@ class _L2Normalize(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         out, inverse, norms = ctx.saved_tensors
         # d(x/|x|) = (g - y (y . g)) / |x|; rows under eps were divided by a constant
-        along = (grad * out).sum(dim=1, keepdim=True)
-        if norms is not None:
-            along = along * (norms >= ctx.eps).to(along.dtype)
+        along = (grad * out).sum(dim=1, keepdim=True).mul_((norms >= ctx.eps).to(grad.dtype))
         return torch.addcmul(grad, out, along, value=-1.0).mul_(inverse), None
 
 

@@ -445,8 +445,11 @@ class _AttentionLogits(torch.autograd.Function):
 class _InfoNCE(torch.autograd.Function):
     """``sum_i logsumexp_j(a_i . b_j / tau) - a_i . b_i / tau`` for row-normalised ``a``, ``b``.
 
-    The forward keeps the row softmax ``P`` (built in place in the one ``n x n`` buffer); the
-    gradients are ``(P b - b) / tau`` and ``(P.T a - a) / tau``.
+    One ``n x n`` buffer holds the logits, then (in place) their exponentials ``E``; the row
+    sums ``s`` give the loss and the gradients ``(E b / s - b) / tau`` and
+    ``(E.T (a / s) - a) / tau``, so the softmax is never divided out over ``n x n``. The logits
+    of unit rows lie in ``[-1/tau, 1/tau]``: for ``tau > 1/80`` their exponentials neither
+    overflow nor underflow in float32 and no max is subtracted; otherwise the row max is.
     """
 
     @staticmethod
@@ -454,24 +457,28 @@ class _InfoNCE(torch.autograd.Function):
         inv_tau = 1.0 / tau
         logits = torch.mm(a * inv_tau, b.t())
         positive = torch.diagonal(logits).sum()
-        row_max = logits.amax(dim=1, keepdim=True)
-        probs = logits.sub_(row_max).exp_()  # the buffer now holds exp(logit - max)
-        totals = probs.sum(dim=1, keepdim=True)
-        lse = (totals.log() + row_max).sum()
-        probs.div_(totals)
-        ctx.save_for_backward(a, b, probs)
+        shift = None
+        if inv_tau >= 80.0:
+            shift = logits.amax(dim=1, keepdim=True)
+            logits.sub_(shift)
+        exps = logits.exp_()
+        totals = exps.sum(dim=1, keepdim=True)
+        lse = totals.log().sum()
+        if shift is not None:
+            lse = lse + shift.sum()
+        ctx.save_for_backward(a, b, exps, totals)
         ctx.inv_tau = inv_tau
         return lse - positive
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        a, b, probs = ctx.saved_tensors
+        a, b, exps, totals = ctx.saved_tensors
         scale = grad * ctx.inv_tau
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_a = (probs @ b).sub_(b).mul_(scale)
+            grad_a = (exps @ b).div_(totals).sub_(b).mul_(scale)
         if ctx.needs_input_grad[1]:
-            grad_b = (probs.t() @ a).sub_(a).mul_(scale)
+            grad_b = (exps.t() @ (a / totals)).sub_(a).mul_(scale)
         return grad_a, grad_b, None
 
 
