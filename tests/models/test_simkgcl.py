@@ -167,3 +167,23 @@ def test_graph_without_triples_still_trains():
     (terms["bpr_reg"] + terms["cl"]).backward()
     assert model.entity_embedding.weight.grad is not None
     assert all(torch.isfinite(v) for v in terms.values())
+
+
+@pytest.mark.parametrize("tau", [0.2, 0.01])
+def test_info_nce_matches_plain_formula_and_gradients(tau):
+    """The fused InfoNCE (with and without its max shift) equals the textbook expression."""
+    from simkgcl.models.simkgcl import info_nce
+
+    torch.manual_seed(2)
+    a = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    got = info_nce(a, b, tau)
+    an = a / a.norm(dim=1, keepdim=True)
+    bn = b / b.norm(dim=1, keepdim=True)
+    sim = an @ bn.t() / tau
+    want = -(torch.diagonal(sim) - torch.logsumexp(sim, dim=1)).sum()
+    assert torch.allclose(got, want, atol=1e-10)
+    for g, w in zip(
+        torch.autograd.grad(got, (a, b)), torch.autograd.grad(want, (a, b)), strict=True
+    ):
+        assert torch.allclose(g, w, atol=1e-8)
