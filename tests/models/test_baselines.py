@@ -113,3 +113,29 @@ def test_pattern_matmul_ignores_uninitialised_output_memory():
             pattern.t_matmul(values, torch.ones(5, 3)),
             pattern.to_dense(values).t() @ torch.ones(5, 3),
         )
+
+
+def test_segment_softmax_gradients_match_autograd_reference():
+    torch.manual_seed(4)
+    logits = torch.randn(9, dtype=torch.float64, requires_grad=True)
+    ids = torch.tensor([0, 0, 0, 1, 3, 3, 3, 3, 4])
+    mask = torch.tensor([True, False, True, True, True, True, False, True, False])
+    upstream = torch.randn(9, dtype=torch.float64)
+    for use_mask in (False, True):
+        for mean in (False, True):
+            m = mask if use_mask else torch.ones(9, dtype=torch.bool)
+            got = segment_softmax(logits, ids, 5, mask if use_mask else None, mean=mean)
+            parts = []
+            for seg in range(5):
+                sel = (ids == seg) & m
+                w = torch.zeros(9, dtype=torch.float64)
+                if sel.any():
+                    soft = torch.softmax(logits[sel], 0)
+                    w = w.index_put((sel.nonzero().flatten(),), soft / (sel.sum() if mean else 1))
+                parts.append(w)
+            want = torch.stack(parts).sum(0)
+            assert torch.allclose(got, want, atol=1e-12)
+            (g_got,) = torch.autograd.grad((got * upstream).sum(), logits)
+            (g_want,) = torch.autograd.grad((want * upstream).sum(), logits)
+            assert torch.allclose(g_got, g_want, atol=1e-12)
+            assert torch.all(g_got[~m] == 0)

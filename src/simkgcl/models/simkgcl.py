@@ -417,28 +417,31 @@ class _AttentionLogits(torch.autograd.Function):
         grad_pattern: SparsePattern,
         grad_order: Tensor,
     ) -> Tensor:
-        entities = table[model.n_users :]
         sq_relations = relations * relations
         padded = sq_relations.new_zeros(model.n_factor_cols, sq_relations.shape[1])
         padded[: sq_relations.shape[0]] = sq_relations
-        sq_norms = torch.mm(entities * entities, padded.t()).reshape(-1)
+        sq_table = table * table  # kept for the backward (the user rows are few)
+        sq_norms = torch.mm(sq_table[model.n_users :], padded.t()).reshape(-1)
         head_sq = sq_norms.index_select(0, model.head_rel)
         tail_sq = sq_norms.index_select(0, tail_rel)
-        ctx.save_for_backward(table, relations, sq_relations, head_sq, tail_sq, grad_order)
+        ctx.save_for_backward(table, relations, sq_relations, sq_table, head_sq, tail_sq)
         ctx.grad_pattern = grad_pattern
+        ctx.grad_order = grad_order
         return head_sq * tail_sq
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        table, relations, sq_relations, head_sq, tail_sq, grad_order = ctx.saved_tensors
+        table, relations, sq_relations, sq_table, head_sq, tail_sq = ctx.saved_tensors
         pattern: SparsePattern = ctx.grad_pattern
-        # d logit / d (head factor) = tail factor and vice versa, in the pattern's entry order
-        values = torch.cat([grad * tail_sq, grad * head_sq]).index_select(0, grad_order)
+        # d logit / d (head factor) = tail factor and vice versa, in the pattern's entry order;
+        # the 2 of d(x * x) = 2 x dx is folded into these per-triple values
+        grad2 = grad * 2.0
+        values = torch.cat([grad2 * tail_sq, grad2 * head_sq]).index_select(0, ctx.grad_order)
         grad_table = grad_relations = None
         if ctx.needs_input_grad[0]:
-            grad_table = pattern.product(values, sq_relations).mul_(table).mul_(2.0)
+            grad_table = pattern.product(values, sq_relations).mul_(table)
         if ctx.needs_input_grad[1]:
-            grad_relations = pattern.t_product(values, table * table).mul_(relations).mul_(2.0)
+            grad_relations = pattern.t_product(values, sq_table).mul_(relations)
         return grad_table, grad_relations, None, None, None, None
 
 
