@@ -144,7 +144,9 @@ class _PatternMatmul(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, values: Tensor, dense: Tensor, pattern: SparsePattern, transpose: bool):
         values = values.to(dense.dtype)
-        ctx.save_for_backward(values, dense)
+        # ``dense`` is only read by the value gradient: do not keep it alive otherwise
+        ctx.save_for_backward(values, dense if ctx.needs_input_grad[0] else None)
+        ctx.n_dense_rows = dense.shape[0]
         ctx.pattern = pattern
         ctx.transpose = transpose
         return _apply(pattern, values, dense, transpose)
@@ -157,7 +159,7 @@ class _PatternMatmul(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_values = grad_dense = None
         if ctx.needs_input_grad[1]:
-            grad_dense = _apply(pattern, values, grad_out, not ctx.transpose, dense.shape[0])
+            grad_dense = _apply(pattern, values, grad_out, not ctx.transpose, ctx.n_dense_rows)
         if ctx.needs_input_grad[0]:
             grad_values = _value_grad(pattern, values, dense, grad_out, ctx.transpose)
         return grad_values, grad_dense, None, None

@@ -288,8 +288,10 @@ class SimKGCL(Recommender):
             if self.user_rel_softmax:
                 affinity = torch.softmax(affinity, dim=-1)
             user_scale = (affinity @ relations).add_(1.0)
-            scales = torch.cat([user_scale, pair_relations.to(table.dtype)])
-            new = self.aggregate.matmul(self.aggregate_values, gathered * scales)
+            scaled = _ScaleRows.apply(
+                gathered, user_scale, relations, pair_relations, self.pair_rels
+            )
+            new = self.aggregate.matmul(self.aggregate_values, scaled)
             if self.training and self.mess_drop_rate > 0.0:
                 # no 1 / (1 - rate) scale: the L2 normalisation below cancels it
                 new = new * _keep_mask(new.shape, self.mess_drop_rate, new.dtype, new.device)
@@ -303,9 +305,10 @@ class SimKGCL(Recommender):
         return torch.cat([self.user_embedding.weight, entities])
 
     def _relation_terms(self) -> tuple[Tensor, Tensor]:
-        """What every KG step of one forward reads: ``W`` and ``W[pair relations]``."""
+        """What every KG step of one forward reads: ``W`` and ``W[pair relations]`` (a constant
+        copy: :class:`_ScaleRows` sends its gradient to ``W`` directly)."""
         relations = self.relation_embedding.weight
-        return relations, relations.index_select(0, self.pair_rels)
+        return relations, relations.detach().index_select(0, self.pair_rels)
 
     def _layer_sums(self) -> tuple[Tensor, Tensor, Tensor]:
         """(sum of the fused layers 1..L, sum of the KG chain's layers 1..L, layer-0 table).
@@ -443,6 +446,50 @@ class _AttentionLogits(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_relations = pattern.t_product(values, sq_table).mul_(relations)
         return grad_table, grad_relations, None, None, None, None
+
+
+class _ScaleRows(torch.autograd.Function):
+    """``[users; pairs] * [user_scale; W[pair relations]]`` without materialising the scales.
+
+    ``pair_relations`` is a constant copy of ``W[pair_rels]`` made once per forward; the
+    gradient of ``W`` is gathered per relation with one ``index_add_``. No ``(U + P) x d`` cat
+    and no per-layer ``(P x d)`` gradient copy to sum over the layers.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        rows: Tensor,
+        user_scale: Tensor,
+        relations: Tensor,
+        pair_relations: Tensor,
+        pair_rels: Tensor,
+    ) -> Tensor:
+        n_users = user_scale.shape[0]
+        out = torch.empty_like(rows)
+        torch.mul(rows[:n_users], user_scale, out=out[:n_users])
+        torch.mul(rows[n_users:], pair_relations, out=out[n_users:])
+        ctx.save_for_backward(rows, user_scale, pair_relations, pair_rels)
+        ctx.n_relations = relations.shape[0]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        rows, user_scale, pair_relations, pair_rels = ctx.saved_tensors
+        n_users = user_scale.shape[0]
+        grad_user = grad_relations = None
+        if ctx.needs_input_grad[1]:
+            grad_user = grad[:n_users] * rows[:n_users]
+        if ctx.needs_input_grad[2]:
+            per_pair = grad[n_users:] * rows[n_users:]
+            grad_relations = grad.new_zeros(ctx.n_relations, grad.shape[1])
+            grad_relations.index_add_(0, pair_rels, per_pair)
+        grad_rows = None
+        if ctx.needs_input_grad[0]:
+            grad_rows = torch.empty_like(grad)
+            torch.mul(grad[:n_users], user_scale, out=grad_rows[:n_users])
+            torch.mul(grad[n_users:], pair_relations, out=grad_rows[n_users:])
+        return grad_rows, grad_user, grad_relations, None, None
 
 
 class _InfoNCE(torch.autograd.Function):
