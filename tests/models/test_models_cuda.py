@@ -63,3 +63,10 @@ def test_simkgcl_trains_under_bf16_autocast():
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < losses[0]
+
+
+def test_models_build_from_a_graph_already_on_the_device():
+    for name in ("bpr", "lightgcn", "simkgcl"):
+        model = get_model_class(name)(toy_graph().to("cuda"), {"embedding_size": 8}).cuda()
+        batch = [torch.tensor(b, device="cuda") for b in BATCH]
+        assert all(torch.isfinite(t) for t in model(*batch).values())

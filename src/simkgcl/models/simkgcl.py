@@ -141,6 +141,7 @@ class SimKGCL(Recommender):
         every inactive entity. A triple whose tail is inactive keeps its place in the softmax
         (its logit is 0) and sends a zero message, exactly as in the full table.
         """
+        graph = graph.to("cpu")  # built once on the host; .to(device) moves the buffers
         n_users, n_items, n_entities = self.n_users, self.n_items, self.n_entities
         n_rel_rows = self.n_relations + 1
         heads, rels, tails = (
