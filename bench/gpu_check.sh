@@ -45,7 +45,13 @@ nproc
 PY=${PYTHON:-python3}
 "$PY" --version || { echo "no python ($PY)"; exit 1; }
 
-if [ "${GPU_CHECK_VENV:-venv}" != none ]; then
+# A python that already has torch (as on the lent H200 image, itself a venv) is used as it is:
+# a venv made from it would not see its packages.
+VENV_MODE=${GPU_CHECK_VENV:-auto}
+if [ "$VENV_MODE" = auto ]; then
+  if "$PY" -c "import torch" >/dev/null 2>&1; then VENV_MODE=none; else VENV_MODE=venv; fi
+fi
+if [ "$VENV_MODE" != none ]; then
   say "venv build/gpu-venv (with system site-packages)"
   if [ ! -x build/gpu-venv/bin/python ]; then
     "$PY" -m venv --system-site-packages build/gpu-venv || { echo "cannot create a venv"; exit 1; }
@@ -174,7 +180,7 @@ done
 
 say "summary ($SUMMARY)"
 cat "$SUMMARY"
-echo "mixed precision: the engine has no config key for it; bench/run.py --autocast bf16 wraps"
+echo "mixed precision: the engine key is mixed_precision: bf16; bench/run.py --autocast bf16 wraps"
 echo "training and evaluation in torch.autocast (the model keeps its sparse/softmax parts fp32)."
 say "done in ${SECONDS}s, status $STATUS"
 exit $STATUS
