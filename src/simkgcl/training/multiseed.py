@@ -22,7 +22,7 @@ from typing import Any
 from simkgcl.config import Config
 from simkgcl.errors import ArtifactError, ConfigError
 from simkgcl.training.checkpoint import atomic_write_bytes
-from simkgcl.training.run import RunResult, train
+from simkgcl.training.run import RunResult, create_fresh_dir, safe_path_part, train
 from simkgcl.training.trainer import EpochCallback
 
 SUMMARY_FILE = "summary.json"
@@ -96,17 +96,8 @@ def _summary_dir(config: Config) -> Path:
     root = Path(config["checkpoint_dir"])
     root.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = "".join(c if c.isalnum() or c in "-_." else "_"
-                   for c in Path(str(config["dataset"])).name)
-    base = f"{config['model']}-{name}-seeds-{stamp}"
-    for n in range(1, 10_000):
-        candidate = root / (base if n == 1 else f"{base}-{n}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise ArtifactError(f"{root}: cannot create a fresh folder named {base}")
+    name = safe_path_part(Path(str(config["dataset"])).name)
+    return create_fresh_dir(root, f"{config['model']}-{name}-seeds-{stamp}")
 
 
 def summary_dict(result: MultiSeedResult, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -201,8 +201,16 @@ def new_run_dir(config: Mapping[str, Any], dataset_name: str) -> Path:
     root = Path(config["checkpoint_dir"])
     root.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset_name)
-    base = f"{config['model']}-{safe_name}-{stamp}"
+    return create_fresh_dir(root, f"{config['model']}-{safe_path_part(dataset_name)}-{stamp}")
+
+
+def safe_path_part(name: str) -> str:
+    """``name`` with every character that is awkward in a folder name replaced by ``_``."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def create_fresh_dir(root: Path, base: str) -> Path:
+    """Create ``root/base`` (or ``base-2``, ``base-3`` ... if taken) atomically and return it."""
     for n in range(1, 10_000):
         candidate = root / (base if n == 1 else f"{base}-{n}")
         try:
@@ -210,7 +218,7 @@ def new_run_dir(config: Mapping[str, Any], dataset_name: str) -> Path:
             return candidate
         except FileExistsError:
             continue
-    raise ArtifactError(f"{root}: cannot create a fresh run folder named {base}")
+    raise ArtifactError(f"{root}: cannot create a fresh folder named {base}")
 
 
 class _RunLog:
