@@ -28,8 +28,12 @@ def test_defaults_are_the_seed_settings() -> None:
     assert cfg["valid_metric"] == "NDCG@20" and cfg["seed"] == 2020
     # the model's own defaults are merged in
     assert cfg["cl_rate"] == 0.5 and cfg["tau"] == 0.2
-    # RecBole's stopping rule, no time limit, torch's own thread count
-    assert cfg["stopping_warmup"] == 0 and cfg["time_budget"] is None and cfg["threads"] is None
+    # patience waits 25 epochs (measured choice); no time limit, torch's own thread count
+    assert cfg["stopping_warmup"] == 25 and cfg["time_budget"] is None and cfg["threads"] is None
+    # the seed's stopping rule is one setting away: the shipped seed configs state it
+    for model in ("bpr", "lightgcn", "simkgcl"):
+        seed_cfg = Config(files=[Path(__file__).parents[1] / "configs" / f"{model}.yaml"])
+        assert seed_cfg["stopping_warmup"] == 0
 
 
 def test_layers_in_order(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def test_early_stopping_follows_recbole(tiny_model: str) -> None:
     # best 0.2 at epoch 1, tie at epoch 2 counts as improvement (>=); then 3 worse scores:
     # patience 1, 2, 3 > stopping_step 2 -> stop after epoch 5
     trainer = _trainer(tiny_model, [0.1, 0.2, 0.2, 0.1, 0.15, 0.19, 0.5], epochs=50,
-                       stopping_step=2)
+                       stopping_step=2, stopping_warmup=0)
     state = trainer.fit()
     assert state.stopped_early
     assert state.epoch == 6
@@ -208,10 +208,17 @@ def test_train_writes_a_complete_run_folder(tiny_model: str, tmp_path) -> None:
     assert evaluate_run(run, split="valid", data=data) == result.best_valid
 
 
+def test_default_stopping_warmup_waits_for_slow_starters(tiny_model: str) -> None:
+    # flat for the first 20 epochs, then better: the default warm-up keeps the run alive
+    scores = [0.3] + [0.1] * 20 + [0.4] + [0.1] * 40
+    state = _trainer(tiny_model, scores, epochs=len(scores), stopping_step=2).fit()
+    assert state.best_epoch == 21 and state.best_score == 0.4
+
+
 def test_stopping_warmup_delays_patience_but_keeps_improvements(tiny_model: str) -> None:
     # a slow starter: flat (and worse than epoch 0) for 4 epochs, then it learns
     scores = [0.3, 0.1, 0.1, 0.1, 0.1, 0.4, 0.5, 0.5, 0.2, 0.2, 0.2]
-    seed_rule = _trainer(tiny_model, scores, epochs=11, stopping_step=2).fit()
+    seed_rule = _trainer(tiny_model, scores, epochs=11, stopping_step=2, stopping_warmup=0).fit()
     assert seed_rule.stopped_early and seed_rule.epoch == 4 and seed_rule.best_score == 0.3
 
     waited = _trainer(tiny_model, scores, epochs=11, stopping_step=2, stopping_warmup=5).fit()
