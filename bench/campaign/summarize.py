@@ -49,7 +49,7 @@ def main() -> None:
                         ("SimKGCL kg_view=pure", "simkgcl-pure")]:
         for kind in ("default", "tuned"):
             path = out / f"{kind}-{name}.json"
-            if not path.is_file():
+            if not path.is_file() or path.stat().st_size == 0:  # missing or still running
                 continue
             s = json.loads(path.read_text())
             rows.append(f"| {label} | {'seed defaults' if kind == 'default' else 'tuned'} | "
