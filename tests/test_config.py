@@ -157,3 +157,13 @@ def test_shipped_config_files_are_valid() -> None:
     for name in ("bpr", "lightgcn", "simkgcl"):
         cfg = Config(files=[root / f"{name}.yaml"])
         assert cfg["model"] == name and cfg["valid_metric"] == "NDCG@20"
+
+
+def test_shipped_configs_load() -> None:
+    """Every YAML under configs/ (seed and tuned) is a valid config for its model."""
+    root = Path(__file__).parents[1] / "configs"
+    files = sorted(root.glob("*.yaml")) + sorted((root / "tuned").glob("*.yaml"))
+    assert len(files) >= 9
+    for path in files:
+        cfg = Config(files=[path])
+        assert cfg["model"] in ("bpr", "lightgcn", "simkgcl"), path
