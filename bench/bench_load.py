@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -22,20 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from simkgcl.memory import peak_rss_mb
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SIMKGCL_SHARED", REPO / ".." / "shared")).resolve()
-
-
-def _peak_rss_mib() -> float:
-    """Peak resident memory of this process (VmHWM: unlike ru_maxrss it is not inherited
-    from the parent across fork/exec)."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def measure_one(path: str, repeat: int, kg_id_space: str) -> dict:
@@ -45,7 +34,7 @@ def measure_one(path: str, repeat: int, kg_id_space: str) -> dict:
     logging.disable(logging.WARNING)
     from simkgcl.data import load_dataset, split_dataset
 
-    baseline = _peak_rss_mib()
+    baseline = peak_rss_mb()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -64,7 +53,7 @@ def measure_one(path: str, repeat: int, kg_id_space: str) -> dict:
         "split_s": split_s,
         "train": len(split.train),
         "baseline_rss_mib": baseline,
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mb(),
     }
 
 

@@ -34,7 +34,6 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import shlex
 import signal
 import subprocess
@@ -46,6 +45,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from simkgcl.memory import peak_rss_mb
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SIMKGCL_SHARED", REPO / ".." / "shared")).resolve()
 RESULTS_DIR = REPO / "bench" / "results"
@@ -55,18 +56,6 @@ ACCURACY_METRICS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20",
 
 # ---------------------------------------------------------------------------------------------
 # measurements of this process
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB: ``VmHWM``, which (unlike ``ru_maxrss``)
-    is not inherited from the parent across fork/exec."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def current_rss_mb() -> float:

@@ -23,8 +23,6 @@ import json
 import logging
 import os
 import random
-import resource
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ from simkgcl.config import Config
 from simkgcl.data.dataset import KnowledgeDataset, Split
 from simkgcl.errors import ArtifactError, ConfigError
 from simkgcl.evaluation.evaluator import Evaluator
+from simkgcl.memory import peak_rss_mb
 from simkgcl.models import get_model_class
 from simkgcl.models.base import Recommender
 from simkgcl.sampling.negative import NegativeSampler
@@ -148,12 +147,6 @@ def _rank0_checkpoint(path: Path, main_process: bool, world_size: int) -> dict[s
     if world_size > 1:
         torch.distributed.broadcast_object_list(holder, src=0)
     return holder[0]
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
 
 
 # ---------------------------------------------------------------------------------------------
