@@ -419,11 +419,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def read_yaml_file(path: str | Path) -> dict[str, Any]:
-    """A YAML config file as a dict (empty file -> {})."""
+def read_yaml_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML ``what`` (config file, search space file ...) as a dict (empty file -> {})."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+        raise ConfigError(f"{what} not found: {p}")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:

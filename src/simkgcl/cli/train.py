@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from simkgcl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from simkgcl.config import Config
 
 
 def metrics_table(columns: Mapping[str, Mapping[str, float]]) -> str:
@@ -35,7 +39,6 @@ def _is_main_process() -> bool:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from simkgcl.config import Config
     from simkgcl.training.run import resume_run, train
 
     if args.resume:
@@ -45,12 +48,7 @@ def _train(args: argparse.Namespace) -> int:
                               "epochs etc. can)")
         result = resume_run(args.resume, overrides=args.overrides)
     else:
-        values = {}
-        if args.dataset:
-            values["dataset"] = args.dataset
-        if args.model:
-            values["model"] = args.model
-        config = Config(values, files=args.config or (), overrides=args.overrides)
+        config = config_from_args(args)
         if args.seeds:
             return _train_seeds(config, args)
         result = train(config)
@@ -119,6 +117,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         else:
             print(f"differs from {RESULTS_FILE}: largest absolute difference {diff:.3g}")
     return 0
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The Config a command line asks for: --config files, --dataset/--model, key=value."""
+    from simkgcl.config import Config
+
+    values = {}
+    if args.dataset:
+        values["dataset"] = args.dataset
+    if args.model:
+        values["model"] = args.model
+    return Config(values, files=args.config or (), overrides=args.overrides)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -17,18 +17,13 @@ class _QuietTraining(logging.Filter):
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from simkgcl.config import Config
+    from simkgcl.cli.train import config_from_args
     from simkgcl.tuning.report import format_trials_table
     from simkgcl.tuning.search import require_optuna, tune
     from simkgcl.tuning.space import load_space
 
     require_optuna()  # fail before any data is read
-    values = {}
-    if args.dataset:
-        values["dataset"] = args.dataset
-    if args.model:
-        values["model"] = args.model
-    base = Config(values, files=args.config or (), overrides=args.overrides)
+    base = config_from_args(args)
     space = load_space(args.space)
 
     quiet = _QuietTraining()

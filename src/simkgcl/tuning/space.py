@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from simkgcl.config import Config, available_keys
+from simkgcl.config import Config, available_keys, read_yaml_file
 from simkgcl.errors import ConfigError
 
 PARAM_TYPES = ("float", "int", "categorical")
@@ -206,11 +204,4 @@ def parse_space(data: Mapping[str, Any], source: str = "space") -> SearchSpace:
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read a space YAML file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"search space file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-    return parse_space(data or {}, str(p))
+    return parse_space(read_yaml_file(path, what="search space file"), str(path))
