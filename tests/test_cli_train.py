@@ -127,3 +127,14 @@ def test_mixed_precision_on_cpu_is_a_clear_error(tmp_path, capsys):
     assert code == 2
     assert "mixed_precision" in err and "CUDA" in err
     assert "Traceback" not in err
+
+
+def test_model_key_out_of_range_is_refused_before_any_data_is_read(tmp_path: Path,
+                                                                     capsys) -> None:
+    missing = tmp_path / "no-such-dataset"
+    code = main(["train", "--dataset", str(missing), "--model", "lightgcn", "n_layers=-1",
+                 f"checkpoint_dir={tmp_path / 'runs'}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "n_layers" in err and "no-such-dataset" not in err
+    assert not (tmp_path / "runs").exists()

@@ -112,7 +112,12 @@ def test_key_of_another_model_is_explained() -> None:
         ("eval_args", {"mode": "uni100"}, "full"),
         ("eval_args", {"split": {"RS": [0.5, 0.1, 0.1]}}, "sum"),
         ("kg_id_space", "mixed", "shared | separate"),
-        ("embedding_size", "big", "an integer"),  # a model key, typed from its default
+        ("embedding_size", "big", "an integer"),  # a model key, with its own range
+        ("embedding_size", 0, "an integer >= 1"),
+        ("n_layers", -1, "an integer >= 1"),
+        ("tau", 0, "a number > 0"),
+        ("kg_drop_rate", 1.0, "a number in [0.0, 1.0)"),
+        ("kg_view", "mixed", "fused | pure"),
         ("stopping_warmup", -1, "an integer >= 0"),
         ("time_budget", 0, "a number > 0"),
         ("threads", 0, "an integer >= 1"),
@@ -167,3 +172,11 @@ def test_shipped_configs_load() -> None:
     for path in files:
         cfg = Config(files=[path])
         assert cfg["model"] in ("bpr", "lightgcn", "simkgcl"), path
+
+
+@pytest.mark.parametrize(("model", "key", "value"),
+                         [("lightgcn", "n_layers", -1), ("bpr", "embedding_size", 0),
+                          ("lightgcn", "reg_weight", -1e-3), ("bpr", "embedding_size", True)])
+def test_every_model_key_has_its_range(model: str, key: str, value) -> None:
+    with pytest.raises(ConfigError, match=key):
+        Config(model=model, **{key: value})

@@ -10,17 +10,27 @@ library user builds in Python (``Config(model="bpr", epochs=5)``); the CLI merel
 from __future__ import annotations
 
 import copy
-import difflib
-import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from simkgcl.errors import ConfigError
+from simkgcl.keyspec import (
+    KeySpec,
+    as_float,
+    as_int,
+    boolean,
+    choice,
+    fail,
+    float_in,
+    int_in,
+    optional,
+    string,
+    unknown_key_message,
+)
 
 DEFAULT_MODEL = "simkgcl"
 DEFAULT_DATASET = "lastfm-kg"
@@ -29,144 +39,23 @@ LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")
 DATA_FORMATS = ("atomic", "kgat", "kgcn")
 KG_ID_SPACES = ("shared", "separate")
 
-Validator = Callable[[str, Any], Any]
-
-
-@dataclass(frozen=True)
-class KeySpec:
-    """One configuration key: its default, a validator that normalises or raises, and help."""
-
-    default: Any
-    check: Validator
-    help: str
-    merge: bool = False  # dict value whose sub-keys are merged layer by layer (eval_args)
-
-
-# ---------------------------------------------------------------------------------------------
-# validators: each takes (key, value) and returns the normalised value or raises ConfigError
-
-
-def _fail(key: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"config key {key!r}: got {value!r}; allowed: {allowed}")
-
-
-def _as_int(key: str, value: Any, allowed: str) -> int:
-    if isinstance(value, bool):
-        raise _fail(key, value, allowed)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise _fail(key, value, allowed)
-
-
-def _as_float(key: str, value: Any, allowed: str) -> float:
-    # YAML 1.1 reads "1e-3" (no dot) as a string, so numeric strings are accepted here.
-    if isinstance(value, bool):
-        raise _fail(key, value, allowed)
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise _fail(key, value, allowed)
-
-
-def int_in(lo: int | None = None, hi: int | None = None) -> Validator:
-    allowed = "an integer" + _range_text(lo, hi)
-
-    def check(key: str, value: Any) -> int:
-        v = _as_int(key, value, allowed)
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise _fail(key, value, allowed)
-        return v
-
-    return check
-
-
-def float_in(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-             hi_open: bool = False) -> Validator:
-    allowed = "a number" + _range_text(lo, hi, lo_open, hi_open)
-
-    def check(key: str, value: Any) -> float:
-        v = _as_float(key, value, allowed)
-        if math.isnan(v):
-            raise _fail(key, value, allowed)
-        if lo is not None and (v < lo or (lo_open and v == lo)):
-            raise _fail(key, value, allowed)
-        if hi is not None and (v > hi or (hi_open and v == hi)):
-            raise _fail(key, value, allowed)
-        return v
-
-    return check
-
-
-def _range_text(lo: float | None, hi: float | None, lo_open: bool = False,
-                hi_open: bool = False) -> str:
-    if lo is None and hi is None:
-        return ""
-    if hi is None:
-        return f" {'>' if lo_open else '>='} {lo}"
-    if lo is None:
-        return f" {'<' if hi_open else '<='} {hi}"
-    return f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-
-
-def boolean(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise _fail(key, value, "true or false")
-
-
-def string(key: str, value: Any) -> str:
-    if isinstance(value, str) and value:
-        return value
-    raise _fail(key, value, "a non-empty string")
-
-
-def choice(options: Sequence[str], *, optional: bool = False) -> Validator:
-    allowed = " | ".join(options) + (" | null" if optional else "")
-
-    def check(key: str, value: Any) -> str | None:
-        if value is None and optional:
-            return None
-        if isinstance(value, str) and value.lower() in options:
-            return value.lower()
-        raise _fail(key, value, allowed)
-
-    return check
-
-
-def optional(inner: Validator) -> Validator:
-    def check(key: str, value: Any) -> Any:
-        return None if value is None else inner(key, value)
-
-    return check
-
-
-def anything(key: str, value: Any) -> Any:
-    return value
-
-
 def _device(key: str, value: Any) -> str:
     if isinstance(value, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", value.strip().lower()):
         return value.strip().lower()
-    raise _fail(key, value, "auto | cpu | cuda | cuda:N")
+    raise fail(key, value, "auto | cpu | cuda | cuda:N")
 
 
 def _metric_name(key: str, value: Any) -> str:
     lookup = {m.lower(): m for m in ALLOWED_METRICS}
     if isinstance(value, str) and value.lower() in lookup:
         return lookup[value.lower()]
-    raise _fail(key, value, ", ".join(ALLOWED_METRICS))
+    raise fail(key, value, ", ".join(ALLOWED_METRICS))
 
 
 def _metrics(key: str, value: Any) -> list[str]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items:
-        raise _fail(key, value, "a non-empty list of " + ", ".join(ALLOWED_METRICS))
+        raise fail(key, value, "a non-empty list of " + ", ".join(ALLOWED_METRICS))
     out: list[str] = []
     for item in items:
         name = _metric_name(key, item)
@@ -179,33 +68,33 @@ def _topk(key: str, value: Any) -> list[int]:
     items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
     allowed = "a positive integer or a non-empty list of positive integers"
     if not isinstance(items, list) or not items:
-        raise _fail(key, value, allowed)
-    ks = sorted({_as_int(key, k, allowed) for k in items})
+        raise fail(key, value, allowed)
+    ks = sorted({as_int(key, k, allowed) for k in items})
     if ks[0] < 1:
-        raise _fail(key, value, allowed)
+        raise fail(key, value, allowed)
     return ks
 
 
 def _valid_metric(key: str, value: Any) -> str:
     allowed = "METRIC@K, e.g. NDCG@20, with METRIC one of " + ", ".join(ALLOWED_METRICS)
     if not isinstance(value, str) or value.count("@") != 1:
-        raise _fail(key, value, allowed)
+        raise fail(key, value, allowed)
     name, k = value.split("@")
     if not k.strip().isdigit() or int(k) < 1:
-        raise _fail(key, value, allowed)
+        raise fail(key, value, allowed)
     return f"{_metric_name(key, name.strip())}@{int(k)}"
 
 
 def _neg_sampling(key: str, value: Any) -> dict[str, int]:
     allowed = "{uniform: N} with N a positive integer (negatives per positive)"
     if not isinstance(value, dict) or len(value) != 1:
-        raise _fail(key, value, allowed)
+        raise fail(key, value, allowed)
     (dist, n), = value.items()
     if str(dist).lower() != "uniform":
-        raise _fail(key, value, allowed + "; only uniform sampling is implemented")
-    n_int = _as_int(key, n, allowed)
+        raise fail(key, value, allowed + "; only uniform sampling is implemented")
+    n_int = as_int(key, n, allowed)
     if n_int < 1:
-        raise _fail(key, value, allowed)
+        raise fail(key, value, allowed)
     return {"uniform": n_int}
 
 
@@ -217,7 +106,7 @@ def _clip_grad_norm(key: str, value: Any) -> dict[str, float] | None:
         value = {"max_norm": value}
     if not isinstance(value, dict) or "max_norm" not in value or set(value) - {"max_norm",
                                                                                 "norm_type"}:
-        raise _fail(key, value, allowed)
+        raise fail(key, value, allowed)
     out = {"max_norm": float_in(0, lo_open=True)(f"{key}.max_norm", value["max_norm"])}
     if "norm_type" in value:
         out["norm_type"] = float_in(0, lo_open=True)(f"{key}.norm_type", value["norm_type"])
@@ -229,35 +118,35 @@ _EVAL_ARGS_KEYS = ("split", "order", "group_by", "mode")
 
 def _eval_args(key: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _fail(key, value, "a mapping with keys " + ", ".join(_EVAL_ARGS_KEYS))
+        raise fail(key, value, "a mapping with keys " + ", ".join(_EVAL_ARGS_KEYS))
     for sub in value:
         if sub not in _EVAL_ARGS_KEYS:
-            raise ConfigError(_unknown_message(f"{key}.{sub}",
+            raise ConfigError(unknown_key_message(f"{key}.{sub}",
                                                [f"{key}.{k}" for k in _EVAL_ARGS_KEYS]))
     out = dict(value)
     split = value.get("split")
     allowed_split = ("{RS: [train, valid, test]} (or {RS: [train, test]}, validation then carved "
                      "with valid_ratio) with ratios >= 0 summing to 1 and train > 0")
     if not isinstance(split, dict) or list(split) != ["RS"]:
-        raise _fail(f"{key}.split", split, allowed_split)
+        raise fail(f"{key}.split", split, allowed_split)
     ratios = split["RS"]
     if not isinstance(ratios, list) or len(ratios) not in (2, 3):
-        raise _fail(f"{key}.split", split, allowed_split)
+        raise fail(f"{key}.split", split, allowed_split)
     parts = [float_in(0.0)(f"{key}.split.RS", r) for r in ratios]
     if abs(sum(parts) - 1.0) > 1e-6 or parts[0] <= 0:
-        raise _fail(f"{key}.split", split, allowed_split)
+        raise fail(f"{key}.split", split, allowed_split)
     out["split"] = {"RS": parts}
     order = value.get("order")
     if not isinstance(order, str) or order.upper() not in ("RO", "TO"):
-        raise _fail(f"{key}.order", order, "RO (random order) | TO (time order)")
+        raise fail(f"{key}.order", order, "RO (random order) | TO (time order)")
     out["order"] = order.upper()
     group_by = value.get("group_by")
     if group_by not in ("user", None, "none"):
-        raise _fail(f"{key}.group_by", group_by, "user | none")
+        raise fail(f"{key}.group_by", group_by, "user | none")
     out["group_by"] = None if group_by in (None, "none") else "user"
     mode = value.get("mode")
     if mode != "full":
-        raise _fail(f"{key}.mode", mode, "full (every item is ranked; sampled modes are not "
+        raise fail(f"{key}.mode", mode, "full (every item is ranked; sampled modes are not "
                                          "implemented)")
     return out
 
@@ -267,8 +156,8 @@ def _threshold(key: str, value: Any) -> dict[str, float] | None:
     if value is None:
         return None
     if not isinstance(value, dict) or not value:
-        raise _fail(key, value, allowed)
-    return {str(col): _as_float(key, v, allowed) for col, v in value.items()}
+        raise fail(key, value, allowed)
+    return {str(col): as_float(key, v, allowed) for col, v in value.items()}
 
 
 def _benchmark_filename(key: str, value: Any) -> list[str] | None:
@@ -277,7 +166,7 @@ def _benchmark_filename(key: str, value: Any) -> list[str] | None:
         return None
     if (not isinstance(value, list) or len(value) not in (2, 3)
             or not all(isinstance(v, str) and v for v in value)):
-        raise _fail(key, value, allowed)
+        raise fail(key, value, allowed)
     return list(value)
 
 
@@ -295,7 +184,7 @@ def _model(key: str, value: Any) -> str:
     names = available_models()
     if isinstance(value, str) and value.lower() in names:
         return value.lower()
-    raise _fail(key, value, " | ".join(names))
+    raise fail(key, value, " | ".join(names))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,41 +254,6 @@ BASE_SPECS: dict[str, KeySpec] = {
 }
 
 
-def _infer_validator(default: Any) -> Validator:
-    """Validator for a model key, from the type of its default value."""
-    if isinstance(default, bool):
-        return boolean
-    if isinstance(default, int):
-        return int_in()
-    if isinstance(default, float):
-        return float_in()
-    if isinstance(default, str):
-        return string
-    if isinstance(default, list):
-        def check_list(key: str, value: Any) -> list:
-            if isinstance(value, list):
-                return value
-            raise _fail(key, value, "a list")
-        return check_list
-    if isinstance(default, dict):
-        def check_dict(key: str, value: Any) -> dict:
-            if isinstance(value, dict):
-                return value
-            raise _fail(key, value, "a mapping")
-        return check_dict
-    return anything
-
-
-def _unknown_message(key: str, valid: Iterable[str], hint: str = "") -> str:
-    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
-    msg = f"unknown config key {key!r}"
-    if hint:
-        msg += f" ({hint})"
-    if close:
-        msg += f"; did you mean {close[0]!r}?"
-    return msg
-
-
 # ---------------------------------------------------------------------------------------------
 # parsing helpers
 
@@ -444,7 +298,7 @@ def _set_dotted(target: dict[str, Any], key: str, value: Any, specs: Mapping[str
     spec = specs.get(head)
     if spec is None or not isinstance(spec.default, dict):
         if spec is None:
-            raise ConfigError(_unknown_message(head, specs))
+            raise ConfigError(unknown_key_message(head, specs))
         raise ConfigError(f"config key {head!r} is not a mapping, so {key!r} is not valid")
     node = target.get(head)
     node = copy.deepcopy(node if isinstance(node, dict) else spec.default)
@@ -461,6 +315,7 @@ def _set_dotted(target: dict[str, Any], key: str, value: Any, specs: Mapping[str
 
 
 def _model_specs(model_name: str) -> dict[str, KeySpec]:
+    """The keys ``model_name`` declares (its ``keys``), each with its own range."""
     from simkgcl.models import get_model_class
 
     try:
@@ -468,13 +323,7 @@ def _model_specs(model_name: str) -> dict[str, KeySpec]:
     except ImportError as exc:
         raise ConfigError(f"model {model_name!r} is not available in this installation ({exc})"
                           ) from exc
-    specs: dict[str, KeySpec] = {}
-    for key, default in cls.defaults.items():
-        base = BASE_SPECS.get(key)
-        check = base.check if base is not None else _infer_validator(default)
-        specs[key] = KeySpec(default, check, base.help if base else f"{cls.__name__} setting",
-                             merge=base.merge if base else False)
-    return specs
+    return dict(cls.keys)
 
 
 def _other_model_owning(key: str, model_name: str) -> str | None:
@@ -485,7 +334,7 @@ def _other_model_owning(key: str, model_name: str) -> str | None:
         if name == model_name:
             continue
         try:
-            if key in get_model_class(name).defaults:
+            if key in get_model_class(name).keys:
                 return name
         except (ImportError, AttributeError):
             continue
@@ -498,7 +347,7 @@ def _other_model_owning(key: str, model_name: str) -> str | None:
 class Config(Mapping[str, Any]):
     """Resolved, validated settings of one run.
 
-    Precedence, lowest first: built-in defaults, the model's ``defaults``, each YAML file in
+    Precedence, lowest first: built-in defaults, the model's ``keys``, each YAML file in
     ``files`` (in order), ``values`` and keyword arguments, then ``overrides`` (``key=value``
     strings or a mapping; dotted keys such as ``eval_args.order=TO`` reach into mappings).
     """
@@ -548,7 +397,7 @@ class Config(Mapping[str, Any]):
                     owner = _other_model_owning(head, model_name)
                     hint = (f"it belongs to model {owner!r}, this run uses {model_name!r}"
                             if owner else f"from {source}")
-                    raise ConfigError(_unknown_message(head, specs, hint))
+                    raise ConfigError(unknown_key_message(head, specs, hint))
                 spec = specs[head]
                 if "." in key:
                     _set_dotted(resolved, key, value, specs)
@@ -569,7 +418,7 @@ class Config(Mapping[str, Any]):
         try:
             return self._values[key]
         except KeyError:
-            raise KeyError(_unknown_message(key, self._values)) from None
+            raise KeyError(unknown_key_message(key, self._values)) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)

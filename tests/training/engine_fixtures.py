@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simkgcl.data.dataset import Interactions, KnowledgeDataset, Split
+from simkgcl.keyspec import KeySpec, float_in, int_in
 from simkgcl.models.base import GraphData, Recommender
 
 TINY_MODEL = "tinymf"
@@ -25,12 +26,16 @@ class TinyMF(Recommender):
     """
 
     name: ClassVar[str] = TINY_MODEL
-    defaults: ClassVar[dict[str, Any]] = {"embedding_size": 8, "batch_delay": 0.0,
-                                          "poison_after": -1, "dropout": 0.2}
+    keys: ClassVar[dict[str, KeySpec]] = {
+        "embedding_size": KeySpec(8, int_in(1), "embedding dimension"),
+        "batch_delay": KeySpec(0.0, float_in(0.0), "seconds of sleep per batch"),
+        "poison_after": KeySpec(-1, int_in(-1), "forward call from which aux is NaN (-1: never)"),
+        "dropout": KeySpec(0.2, float_in(0.0, 1.0, hi_open=True), "dropout on user rows"),
+    }
 
     def __init__(self, graph: GraphData, config: Mapping[str, Any]):
         super().__init__(graph, config)
-        cfg = {**self.defaults, **{k: config[k] for k in self.defaults if k in config}}
+        cfg = self.settings(config)
         self.users = nn.Embedding(graph.n_users, int(cfg["embedding_size"]))
         self.items = nn.Embedding(graph.n_items, int(cfg["embedding_size"]))
         nn.init.normal_(self.users.weight, std=0.1)

@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from simkgcl.keyspec import KeySpec
+
 
 @dataclass(frozen=True)
 class GraphData:
@@ -42,12 +44,20 @@ class GraphData:
 class Recommender(nn.Module):
     """Base class: named loss terms per batch, final embeddings for scoring.
 
-    Subclasses set ``name`` (the registry key) and ``defaults`` (their own config keys with
-    default values; the config layer validates overrides against them).
+    Subclasses set ``name`` (the registry key) and ``keys`` (their own config keys, each a
+    :class:`~simkgcl.keyspec.KeySpec` with its default and range). The config layer validates a
+    run's values against ``keys`` before any data is read; :meth:`settings` applies the same
+    specs when a model is built from a plain mapping.
     """
 
     name: ClassVar[str] = ""
-    defaults: ClassVar[dict[str, Any]] = {}
+    keys: ClassVar[Mapping[str, KeySpec]] = {}
+
+    @classmethod
+    def settings(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """This model's keys: the value in ``config`` where given, else the default; validated."""
+        return {key: spec.check(key, config.get(key, spec.default))
+                for key, spec in cls.keys.items()}
 
     def __init__(self, graph: GraphData, config: Mapping[str, Any]):
         super().__init__()

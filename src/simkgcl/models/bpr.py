@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from simkgcl.keyspec import KeySpec, float_in, int_in
 from simkgcl.models.base import GraphData, Recommender
 
 BPR_GAMMA = 1e-10
@@ -38,11 +39,14 @@ class BPR(Recommender):
     """User and item embedding tables scored by dot product (Xavier-uniform initialisation)."""
 
     name: ClassVar[str] = "bpr"
-    defaults: ClassVar[dict[str, Any]] = {"embedding_size": 64, "reg_weight": 0.0}
+    keys: ClassVar[dict[str, KeySpec]] = {
+        "embedding_size": KeySpec(64, int_in(1), "embedding dimension d"),
+        "reg_weight": KeySpec(0.0, float_in(0.0), "weight of the L2 term on the batch's rows"),
+    }
 
     def __init__(self, graph: GraphData, config: Mapping[str, Any]):
         super().__init__(graph, config)
-        cfg = {**self.defaults, **{k: config[k] for k in self.defaults if k in config}}
+        cfg = self.settings(config)
         dim = int(cfg["embedding_size"])
         self.reg_weight = float(cfg["reg_weight"])
         self.user_embedding = nn.Embedding(self.n_users, dim)

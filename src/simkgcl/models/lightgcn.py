@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from simkgcl.keyspec import KeySpec, boolean, float_in, int_in
 from simkgcl.models.base import GraphData, Recommender
 from simkgcl.models.bpr import bpr_mean, emb_loss
 from simkgcl.models.graph import normalized_adjacency
@@ -25,16 +26,16 @@ class LightGCN(Recommender):
     """Users and items embedded, propagated ``n_layers`` times, layers averaged."""
 
     name: ClassVar[str] = "lightgcn"
-    defaults: ClassVar[dict[str, Any]] = {
-        "embedding_size": 64,
-        "n_layers": 3,
-        "reg_weight": 1e-5,
-        "require_pow": False,
+    keys: ClassVar[dict[str, KeySpec]] = {
+        "embedding_size": KeySpec(64, int_in(1), "embedding dimension d"),
+        "n_layers": KeySpec(3, int_in(1), "propagation layers L"),
+        "reg_weight": KeySpec(1e-5, float_in(0.0), "weight of the L2 term on layer-0 rows"),
+        "require_pow": KeySpec(False, boolean, "squared norms in the L2 term (RecBole's option)"),
     }
 
     def __init__(self, graph: GraphData, config: Mapping[str, Any]):
         super().__init__(graph, config)
-        cfg = {**self.defaults, **{k: config[k] for k in self.defaults if k in config}}
+        cfg = self.settings(config)
         self.n_layers = int(cfg["n_layers"])
         self.reg_weight = float(cfg["reg_weight"])
         self.require_pow = bool(cfg["require_pow"])

@@ -59,6 +59,7 @@ import torch
 from torch import Tensor, nn
 
 from simkgcl.errors import ConfigError
+from simkgcl.keyspec import KeySpec, boolean, choice, float_in, int_in
 from simkgcl.models.base import GraphData, Recommender
 from simkgcl.models.graph import (
     SparsePattern,
@@ -77,22 +78,26 @@ class SimKGCL(Recommender):
     name: ClassVar[str] = "simkgcl"
     # The BPR term is summed over the batch (as the seed): DDP weighs each rank's share with this.
     loss_reduction: ClassVar[str] = "sum"
-    defaults: ClassVar[dict[str, Any]] = {
-        "embedding_size": 64,
-        "n_layers": 3,
-        "reg_weight": 1e-4,
-        "cl_rate": 0.5,
-        "tau": 0.2,
-        "kg_drop_rate": 0.1,
-        "ig_drop_rate": 0.5,
-        "mess_drop_rate": 0.1,
-        "kg_view": "pure",
-        "user_rel_softmax": True,
+    keys: ClassVar[dict[str, KeySpec]] = {
+        "embedding_size": KeySpec(64, int_in(1), "embedding dimension d"),
+        "n_layers": KeySpec(3, int_in(1), "propagation layers L"),
+        "reg_weight": KeySpec(1e-4, float_in(0.0), "weight of the L2 term on layer-0 rows"),
+        "cl_rate": KeySpec(0.5, float_in(0.0), "weight of the InfoNCE term"),
+        "tau": KeySpec(0.2, float_in(0.0, lo_open=True), "InfoNCE temperature"),
+        "kg_drop_rate": KeySpec(0.1, float_in(0.0, 1.0, hi_open=True),
+                                "share of KG triples dropped per KG step when training"),
+        "ig_drop_rate": KeySpec(0.5, float_in(0.0, 1.0, hi_open=True),
+                                "share of user-item entries dropped in the KG step's user rows"),
+        "mess_drop_rate": KeySpec(0.1, float_in(0.0, 1.0, hi_open=True),
+                                  "message dropout on the KG step's output"),
+        "kg_view": KeySpec("pure", choice(KG_VIEWS),
+                           "fused: the seed's in-place fusion; pure: the paper's KG -> IG fusion"),
+        "user_rel_softmax": KeySpec(True, boolean, "users attend over the relation table"),
     }
 
     def __init__(self, graph: GraphData, config: Mapping[str, Any]):
         super().__init__(graph, config)
-        cfg = {**self.defaults, **{k: config[k] for k in self.defaults if k in config}}
+        cfg = self.settings(config)
         self.embedding_size = int(cfg["embedding_size"])
         self.n_layers = int(cfg["n_layers"])
         self.reg_weight = float(cfg["reg_weight"])
@@ -103,7 +108,6 @@ class SimKGCL(Recommender):
         self.mess_drop_rate = float(cfg["mess_drop_rate"])
         self.kg_view = str(cfg["kg_view"])
         self.user_rel_softmax = bool(cfg["user_rel_softmax"])
-        self._check_config()
         if graph.n_entities < graph.n_items:
             raise ConfigError(
                 f"n_entities ({graph.n_entities}) < n_items ({graph.n_items}): item i must be entity i"
@@ -118,17 +122,6 @@ class SimKGCL(Recommender):
             nn.init.xavier_uniform_(table.weight)
 
         self._build_structures(graph)
-
-    def _check_config(self) -> None:
-        if self.kg_view not in KG_VIEWS:
-            raise ConfigError(f"kg_view must be one of {', '.join(KG_VIEWS)}, got {self.kg_view!r}")
-        for key in ("kg_drop_rate", "ig_drop_rate", "mess_drop_rate"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"{key} must be in [0, 1), got {getattr(self, key)}")
-        if self.n_layers < 1:
-            raise ConfigError(f"n_layers must be >= 1, got {self.n_layers}")
-        if self.tau <= 0:
-            raise ConfigError(f"tau must be > 0, got {self.tau}")
 
     def _build_structures(self, graph: GraphData) -> None:
         """Sort triples by (head, relation, tail) and build the reusable sparse structures.
