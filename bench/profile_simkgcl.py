@@ -68,9 +68,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     stages["import torch"] = rss_mb()
     from simkgcl.config import Config
+    from simkgcl.graph import build_graph
     from simkgcl.models import get_model_class
     from simkgcl.sampling.negative import NegativeSampler
-    from simkgcl.training.graph import build_graph
     from simkgcl.training.run import load_data, resolve_device, seed_everything
 
     stages["import simkgcl"] = rss_mb()

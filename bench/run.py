@@ -181,9 +181,9 @@ def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(spec["threads"])
     logging.getLogger("simkgcl").setLevel(logging.WARNING)
     from simkgcl.evaluation.evaluator import Evaluator
+    from simkgcl.graph import build_graph
     from simkgcl.models import get_model_class
     from simkgcl.sampling.negative import NegativeSampler
-    from simkgcl.training.graph import build_graph
     from simkgcl.training.run import load_data, resolve_device, seed_everything
     from simkgcl.training.trainer import Trainer
 

@@ -11,7 +11,7 @@ import math
 import torch
 from toy_graph import dense_norm_adjacency
 
-from simkgcl.models.base import GraphData
+from simkgcl.graph import GraphData
 
 
 def reference_views(

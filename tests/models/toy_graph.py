@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from simkgcl.models.base import GraphData
+from simkgcl.graph import GraphData
 
 
 def toy_graph() -> GraphData:

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simkgcl.data.dataset import Interactions, KnowledgeDataset, Split
+from simkgcl.graph import GraphData
 from simkgcl.keyspec import KeySpec, float_in, int_in
-from simkgcl.models.base import GraphData, Recommender
+from simkgcl.models.base import Recommender
 
 TINY_MODEL = "tinymf"
 

@@ -14,6 +14,7 @@ from engine_fixtures import TINY_MODEL, TinyMF, make_tiny_data
 import simkgcl.models as registry
 from simkgcl.config import Config
 from simkgcl.errors import ArtifactError
+from simkgcl.graph import build_graph
 from simkgcl.sampling import NegativeSampler
 from simkgcl.training import Trainer, TrainingDiverged, build_optimizer
 from simkgcl.training.checkpoint import (
@@ -22,7 +23,6 @@ from simkgcl.training.checkpoint import (
     load_checkpoint,
     restore_rng_state,
 )
-from simkgcl.training.graph import build_graph
 from simkgcl.training.run import evaluate_run, train
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from simkgcl.errors import ConfigError
-from simkgcl.models.base import GraphData, Recommender
+from simkgcl.models.base import Recommender
 
 # registry key -> (module, class name)
 _MODELS: dict[str, tuple[str, str]] = {
@@ -27,4 +27,4 @@ def get_model_class(name: str) -> type[Recommender]:
     return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["GraphData", "Recommender", "available_models", "get_model_class"]
+__all__ = ["Recommender", "available_models", "get_model_class"]

@@ -1,7 +1,7 @@
-"""The small interface every model implements, and the plain-tensor graph it is built from.
+"""The small interface every model implements.
 
-A model never sees files or a dataset object: it receives a :class:`GraphData` (ids and
-counts only) and a flat config mapping. Training calls ``model(users, pos_items, neg_items)``
+A model never sees files or a dataset object: it receives a :class:`~simkgcl.graph.GraphData`
+(ids and counts only) and a flat config mapping. Training calls ``model(users, pos_items, neg_items)``
 which returns **named loss terms** (their sum is what is minimised; the names are what the
 trainer logs). Evaluation and serving call :meth:`Recommender.final_embeddings` once and score
 users against items with a dot product.
@@ -10,35 +10,12 @@ users against items with a dot product.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
+from simkgcl.graph import GraphData
 from simkgcl.keyspec import KeySpec
-
-
-@dataclass(frozen=True)
-class GraphData:
-    """Training interactions and KG triples as int64 tensors (entity i == item i)."""
-
-    n_users: int
-    n_items: int
-    n_entities: int
-    n_relations: int
-    train_users: Tensor  # (n_train,)
-    train_items: Tensor  # (n_train,)
-    kg_heads: Tensor  # (n_triples,)
-    kg_relations: Tensor  # (n_triples,)
-    kg_tails: Tensor  # (n_triples,)
-
-    def to(self, device: torch.device | str) -> GraphData:
-        moved = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            moved[f.name] = value.to(device) if isinstance(value, Tensor) else value
-        return GraphData(**moved)
 
 
 class Recommender(nn.Module):

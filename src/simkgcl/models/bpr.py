@@ -14,8 +14,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from simkgcl.graph import GraphData
 from simkgcl.keyspec import KeySpec, float_in, int_in
-from simkgcl.models.base import GraphData, Recommender
+from simkgcl.models.base import Recommender
 
 BPR_GAMMA = 1e-10
 

@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from simkgcl.graph import GraphData
 from simkgcl.keyspec import KeySpec, boolean, float_in, int_in
-from simkgcl.models.base import GraphData, Recommender
+from simkgcl.models.base import Recommender
 from simkgcl.models.bpr import bpr_mean, emb_loss
 from simkgcl.models.graph import normalized_adjacency
 

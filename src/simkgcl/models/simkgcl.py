@@ -59,8 +59,9 @@ import torch
 from torch import Tensor, nn
 
 from simkgcl.errors import ConfigError
+from simkgcl.graph import GraphData
 from simkgcl.keyspec import KeySpec, boolean, choice, float_in, int_in
-from simkgcl.models.base import GraphData, Recommender
+from simkgcl.models.base import Recommender
 from simkgcl.models.graph import (
     SparsePattern,
     l2_normalize_rows,

@@ -38,12 +38,12 @@ from simkgcl.config import Config
 from simkgcl.data.dataset import KnowledgeDataset, Split
 from simkgcl.errors import ArtifactError, ConfigError
 from simkgcl.evaluation.evaluator import Evaluator
+from simkgcl.graph import build_graph
 from simkgcl.memory import peak_rss_mb
 from simkgcl.models import get_model_class
 from simkgcl.models.base import Recommender
 from simkgcl.sampling.negative import NegativeSampler
 from simkgcl.training.checkpoint import atomic_write_bytes, load_checkpoint
-from simkgcl.training.graph import build_graph
 from simkgcl.training.trainer import EpochCallback, Trainer, format_metrics
 
 logger = logging.getLogger("simkgcl.training")
