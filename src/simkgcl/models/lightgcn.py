@@ -20,7 +20,7 @@ from simkgcl.graph import GraphData
 from simkgcl.keyspec import KeySpec, boolean, float_in, int_in
 from simkgcl.models.base import Recommender
 from simkgcl.models.bpr import bpr_mean, emb_loss
-from simkgcl.models.graph import normalized_adjacency
+from simkgcl.models.ops import normalized_adjacency
 
 
 class LightGCN(Recommender):
@@ -45,7 +45,9 @@ class LightGCN(Recommender):
         self.item_embedding = nn.Embedding(self.n_items, dim)
         nn.init.xavier_uniform_(self.user_embedding.weight)
         nn.init.xavier_uniform_(self.item_embedding.weight)
-        self.adjacency, values = normalized_adjacency(graph)
+        self.adjacency, values = normalized_adjacency(
+            graph.train_users, graph.train_items, self.n_users, self.n_items
+        )
         self.register_buffer("adjacency_values", values, persistent=False)
 
     def propagate(self) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,51 @@
+"""Operators shared by the models, as functions of explicit tensors (plain PyTorch, CPU + CUDA).
+
+One idea per module, its formula in the module docstring:
+
+* :mod:`~.sparse` — :class:`SparsePattern`: a fixed CSR structure; ``pattern.matmul(values, x)``
+  differentiates in the entry values and in ``x``.
+* :mod:`~.adjacency` — the user-item graph: distinct interactions, normalised weights
+  (symmetric / mean), ``[[0, UI], [UI.T, 0]]``.
+* :mod:`~.segment` — softmax of one scalar per entry within segments (e.g. a head's triples).
+* :mod:`~.normalize` — row-wise L2 normalisation.
+* :mod:`~.info_nce` — InfoNCE between two views.
+* :mod:`~.dropout` — keep-masks (16-bit draws), sparse dropout, exact-size subsets.
+* :mod:`~.relation_attention` — attention logits ``|x_h * w_r|^2 |x_t * w_r|^2`` per triple.
+* :mod:`~.relational_aggregation` — ``sum a (x_t * w_r)`` per head, interaction rows alongside.
+* :mod:`~.precision` — operators run in at least float32.
+"""
+
+from simkgcl.models.ops.adjacency import (
+    bipartite_adjacency,
+    interaction_weights,
+    normalized_adjacency,
+    unique_interactions,
+)
+from simkgcl.models.ops.dropout import keep_mask, kept_subset, sparse_dropout
+from simkgcl.models.ops.info_nce import info_nce
+from simkgcl.models.ops.normalize import l2_normalize_rows
+from simkgcl.models.ops.precision import at_least_float32, to_at_least_float32
+from simkgcl.models.ops.relation_attention import TripleFactors, attention_logits
+from simkgcl.models.ops.relational_aggregation import relational_aggregate, user_relation_scale
+from simkgcl.models.ops.segment import segment_softmax
+from simkgcl.models.ops.sparse import SparsePattern
+
+__all__ = [
+    "SparsePattern",
+    "TripleFactors",
+    "at_least_float32",
+    "attention_logits",
+    "bipartite_adjacency",
+    "info_nce",
+    "interaction_weights",
+    "keep_mask",
+    "kept_subset",
+    "l2_normalize_rows",
+    "normalized_adjacency",
+    "relational_aggregate",
+    "segment_softmax",
+    "sparse_dropout",
+    "to_at_least_float32",
+    "unique_interactions",
+    "user_relation_scale",
+]

@@ -1,0 +1,78 @@
+"""The user-item interaction graph as normalised sparse matrices.
+
+With ``A`` the symmetric bipartite adjacency over users and items (duplicate (user, item) pairs
+collapse to one edge) and ``deg`` its degrees, the entry for an interaction (u, i) is
+
+* ``symmetric``: ``(deg_u + 1e-7)^-1/2 (deg_i + 1e-7)^-1/2`` — ``D^-1/2 A D^-1/2``, the LightGCN
+  recipe (RecBole's LightGCN, SimKGCL, SGL, SimGCL);
+* ``mean``: ``1 / deg_u`` — ``D^-1 A`` restricted to the user rows, a mean over the user's items
+  (RecBole's ``si`` normalisation of KGIN and MCCLK).
+
+Every function takes explicit id tensors, so augmentations that redraw the graph (SGL's edge and
+node dropout) build their matrices the same way from the kept interactions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from simkgcl.models.ops.sparse import SparsePattern
+
+DEGREE_EPS = 1e-7
+NORMALISATIONS = ("symmetric", "mean")
+
+
+def unique_interactions(users: Tensor, items: Tensor, n_items: int) -> tuple[Tensor, Tensor]:
+    """Distinct (user, item) pairs (int64), sorted by user then item."""
+    keys = torch.unique(users.long() * n_items + items.long())
+    return keys // n_items, keys % n_items
+
+
+def _inv_sqrt_degree(ids: Tensor, n: int) -> Tensor:
+    degree = torch.bincount(ids, minlength=n).double() + DEGREE_EPS
+    return degree.pow(-0.5)
+
+
+def interaction_weights(
+    users: Tensor, items: Tensor, n_users: int, n_items: int, norm: str = "symmetric"
+) -> Tensor:
+    """float32 value of each distinct (user, item) pair in the normalised matrix ``norm``.
+
+    Computed in float64, then rounded once. ``users``, ``items``: from
+    :func:`unique_interactions` (degrees count each pair once).
+    """
+    if norm == "symmetric":
+        values = _inv_sqrt_degree(users, n_users)[users] * _inv_sqrt_degree(items, n_items)[items]
+    elif norm == "mean":
+        values = torch.bincount(users, minlength=n_users).double().reciprocal()[users]
+    else:
+        raise ValueError(f"norm must be one of {NORMALISATIONS}, got {norm!r}")
+    return values.float()
+
+
+def bipartite_adjacency(
+    users: Tensor, items: Tensor, values: Tensor, n_users: int, n_nodes: int
+) -> tuple[SparsePattern, Tensor]:
+    """``[[0, UI], [UI.T, 0]]`` over ``n_nodes`` rows: its pattern and entry values.
+
+    ``UI[u, i] = values`` at the given pairs (sorted by user then item, as from
+    :func:`unique_interactions`). Rows: users first, item i at row ``n_users + i``; rows past
+    ``n_users + n_items`` (a longer node table, e.g. KG entities) are empty.
+    """
+    by_item = torch.sort(items, stable=True).indices
+    pattern = SparsePattern(
+        torch.cat([users, n_users + items[by_item]]),
+        torch.cat([n_users + items, users[by_item]]),
+        (n_nodes, n_nodes),
+    )
+    return pattern, torch.cat([values, values[by_item]])
+
+
+def normalized_adjacency(
+    users: Tensor, items: Tensor, n_users: int, n_items: int
+) -> tuple[SparsePattern, Tensor]:
+    """``D^-1/2 A D^-1/2`` over ``[users; items]`` from raw (possibly repeated) interactions."""
+    users, items = unique_interactions(users, items, n_items)
+    values = interaction_weights(users, items, n_users, n_items)
+    return bipartite_adjacency(users, items, values, n_users, n_users + n_items)
