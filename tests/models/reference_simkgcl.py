@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 
 import torch
-from toy_graph import dense_norm_adjacency
 
 from simkgcl.graph import GraphData
+from tests.models.toy_graph import dense_norm_adjacency
 
 
 def reference_views(

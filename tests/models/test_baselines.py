@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import torch
-from toy_graph import dense_norm_adjacency, toy_graph
 
 from simkgcl.models import get_model_class
-from simkgcl.models.graph import (
+from simkgcl.models.ops import (
     SparsePattern,
+    bipartite_adjacency,
+    interaction_weights,
     normalized_adjacency,
-    normalized_user_item,
     segment_softmax,
+    unique_interactions,
 )
+from tests.models.toy_graph import dense_norm_adjacency, toy_graph
 
 
 def test_normalized_adjacency_matches_dense_and_collapses_duplicates():
     graph = toy_graph()
-    pattern, values = normalized_adjacency(graph)
+    n_users, n_items = graph.n_users, graph.n_items
+    pattern, values = normalized_adjacency(graph.train_users, graph.train_items, n_users, n_items)
     expected = dense_norm_adjacency(graph)
     assert torch.allclose(pattern.to_dense(values.double()), expected, atol=1e-7)
-    ui_pattern, ui_values = normalized_user_item(graph)
-    block = expected[: graph.n_users, graph.n_users :]
-    assert torch.allclose(ui_pattern.to_dense(ui_values.double()), block, atol=1e-7)
-    assert ui_pattern.nnz == 12  # 13 rows, one duplicate
+    users, items = unique_interactions(graph.train_users, graph.train_items, n_items)
+    assert users.numel() == 12  # 13 rows, one duplicate
+    ui_values = interaction_weights(users, items, n_users, n_items)
+    # a longer node table (e.g. KG entities after the items): the extra rows stay empty
+    longer, longer_values = bipartite_adjacency(users, items, ui_values, n_users, n_users + 9)
+    dense = longer.to_dense(longer_values.double())
+    assert torch.allclose(dense[: n_users + n_items, : n_users + n_items], expected, atol=1e-7)
+    assert torch.count_nonzero(dense[n_users + n_items :]) == 0
 
 
 def test_pattern_matmul_gradients_match_dense():

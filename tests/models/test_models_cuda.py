@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
-from toy_graph import toy_graph
 
 from simkgcl.models import get_model_class
+from tests.models.toy_graph import toy_graph
 
 pytestmark = [
     pytest.mark.cuda,

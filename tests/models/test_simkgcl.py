@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference_simkgcl import reference_losses, reference_views
-from toy_graph import toy_graph
 
 from simkgcl.errors import ConfigError
 from simkgcl.models import get_model_class
+from tests.models.reference_simkgcl import reference_losses, reference_views
+from tests.models.toy_graph import toy_graph
 
 NO_DROPOUT = {"kg_drop_rate": 0.0, "ig_drop_rate": 0.0, "mess_drop_rate": 0.0}
 BATCH = (
@@ -69,7 +69,7 @@ def test_items_without_triples_get_zero_kg_message_and_unit_rows():
     new = model._kg_step(model._layer0_table(), model._relation_terms(), layer0=True)
     new_users, slots = new[:5], new[5:]
     new_entities = torch.zeros_like(entities)
-    new_entities[model.active_entities] = slots[:-1]
+    new_entities[model.kg.active_entities] = slots[:-1]
     assert torch.count_nonzero(slots[-1]) == 0  # the shared zero slot of inactive entities
     assert torch.count_nonzero(new_entities[[4, 5, 8]]) == 0  # no outgoing triples
     norms = new_entities[[0, 1, 2, 3, 6, 7, 9]].norm(dim=1)
@@ -99,7 +99,7 @@ def test_dropout_shares_rescaling_freshness_and_reproducibility():
     model.train()
     torch.manual_seed(11)
     masks, ui_values = _dropout_masks(model, calls=40)
-    n_triples = model.n_triples
+    n_triples = model.kg.n_triples
     assert len(masks) == 40 * 3  # a fresh draw in every layer of every call
     assert all(int(m.sum()) == int(n_triples * 0.7) for m in masks)
     assert not all(torch.equal(masks[0], m) for m in masks[1:])
@@ -172,7 +172,7 @@ def test_graph_without_triples_still_trains():
 @pytest.mark.parametrize("tau", [0.2, 0.01])
 def test_info_nce_matches_plain_formula_and_gradients(tau):
     """The fused InfoNCE (with and without its max shift) equals the textbook expression."""
-    from simkgcl.models.simkgcl import info_nce
+    from simkgcl.models.ops import info_nce
 
     torch.manual_seed(2)
     a = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
