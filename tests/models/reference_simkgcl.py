@@ -1,12 +1,15 @@
-"""A deliberately plain SimKGCL (dense tensors, Python loops over triples), dropout off.
+"""A deliberately plain SimKGCL (dense tensors, Python loops over triples).
 
 Written from the model description in the SimKGCL issue, independently of the fast model, to
-check its views, losses and gradients. Slow on purpose; only for tiny graphs.
+check its views, losses and gradients. Slow on purpose; only for tiny graphs. Dropout is off
+unless the random draws of each KG step are given (``draws``), so that the fast model's own
+draws can be replayed here.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -14,15 +17,37 @@ from simkgcl.graph import GraphData
 from tests.models.toy_graph import dense_norm_adjacency
 
 
+@dataclass
+class StepDraws:
+    """The random draws of one KG step, in the reference's own terms.
+
+    ``kept_triples``: indices (into the graph's triple tensors) of the triples kept; ``ui``: the
+    dense U x I interaction block after its dropout (kept entries already scaled by
+    1/(1 - rate)); ``user_mask`` (U x d), ``entity_mask`` (E x d): message-dropout keep masks,
+    applied with the usual 1/(1 - ``mess_rate``) scale.
+    """
+
+    kept_triples: set[int]
+    ui: torch.Tensor
+    user_mask: torch.Tensor
+    entity_mask: torch.Tensor
+    mess_rate: float
+
+
 def reference_views(
-    graph: GraphData, params: dict, n_layers: int, kg_view: str, user_softmax: bool
+    graph: GraphData,
+    params: dict,
+    n_layers: int,
+    kg_view: str,
+    user_softmax: bool,
+    draws: list[StepDraws] | None = None,
 ):
-    """(IG users, IG items, KG users, KG items) computed row by row."""
+    """(IG users, IG items, KG users, KG items) computed row by row; ``draws``: one per layer."""
     n_users, n_items = graph.n_users, graph.n_items
     adj = dense_norm_adjacency(graph)
     ui = adj[:n_users, n_users:]
     W = params["relation"]
-    triples = list(
+    all_triples = list(
         zip(
             graph.kg_heads.tolist(),
             graph.kg_relations.tolist(),
@@ -31,7 +56,12 @@ def reference_views(
         )
     )
 
-    def kg_forward(users, entities):
+    def kg_forward(users, entities, step: StepDraws | None):
+        triples = all_triples
+        ui_step = ui
+        if step is not None:
+            triples = [t for k, t in enumerate(all_triples) if k in step.kept_triples]
+            ui_step = step.ui
         new_entities = []
         for e in range(entities.shape[0]):
             mine = [(r, t) for h, r, t in triples if h == e]
@@ -57,14 +87,17 @@ def reference_views(
         for u in range(n_users):
             agg = torch.zeros_like(users[u])
             for i in range(n_items):
-                if ui[u, i] != 0:
-                    agg = agg + ui[u, i] * entities[i]
+                if ui_step[u, i] != 0:
+                    agg = agg + ui_step[u, i] * entities[i]
             affinity = torch.stack([(users[u] * W[k]).sum() for k in range(W.shape[0])])
             if user_softmax:
                 affinity = torch.exp(affinity) / torch.exp(affinity).sum()
             mix = sum(affinity[k] * W[k] for k in range(W.shape[0]))
             new_users.append(agg + mix * agg)
         new_users = torch.stack(new_users)
+        if step is not None:
+            new_users = new_users * step.user_mask / (1 - step.mess_rate)
+            new_entities = new_entities * step.entity_mask / (1 - step.mess_rate)
 
         def unit(rows):
             # x / max(|x|, 1e-12), with a zero row left at zero (and a zero gradient)
@@ -78,10 +111,11 @@ def reference_views(
     x = x0
     kg = x0
     ig_layers, kg_layers = [], [x0]
-    for _ in range(n_layers):
+    for layer in range(n_layers):
         ig = adj @ x[: n_users + n_items]
         source = x if kg_view == "fused" else kg
-        new_u, new_e = kg_forward(source[:n_users], source[n_users:])
+        step = None if draws is None else draws[layer]
+        new_u, new_e = kg_forward(source[:n_users], source[n_users:], step)
         new = torch.cat([new_u, new_e])
         fused = new.clone()
         fused[: n_users + n_items] = fused[: n_users + n_items] + ig

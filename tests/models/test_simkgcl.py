@@ -2,68 +2,52 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+from simkgcl.config import Config
 from simkgcl.errors import ConfigError
 from simkgcl.models import get_model_class
 from tests.models.reference_simkgcl import reference_losses, reference_views
+from tests.models.simkgcl_cases import (
+    BATCH,
+    assert_terms_and_gradients_close,
+    assert_views_close,
+    make_model,
+    params_of,
+)
 from tests.models.toy_graph import toy_graph
 
-NO_DROPOUT = {"kg_drop_rate": 0.0, "ig_drop_rate": 0.0, "mess_drop_rate": 0.0}
-BATCH = (
-    torch.tensor([0, 2, 2, 4, 1]),
-    torch.tensor([0, 3, 5, 1, 2]),
-    torch.tensor([4, 1, 0, 2, 5]),
-)
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _model(**overrides):
-    torch.manual_seed(7)
-    config = {"embedding_size": 6, "n_layers": 3, **NO_DROPOUT, **overrides}
-    model = get_model_class("simkgcl")(toy_graph(), config).double()
-    with torch.no_grad():  # larger relation rows make the attention weights far from uniform
-        model.relation_embedding.weight.mul_(4.0)
-    return model
-
-
-@pytest.mark.parametrize("kg_view", ["fused", "pure"])
-@pytest.mark.parametrize("user_rel_softmax", [True, False])
-def test_fast_model_matches_plain_reference(kg_view, user_rel_softmax):
-    model = _model(kg_view=kg_view, user_rel_softmax=user_rel_softmax)
+@pytest.mark.parametrize(("kg_view", "user_rel_softmax", "extra_relation_rows"), [
+    ("fused", True, 1), ("fused", False, 1), ("pure", True, 1), ("pure", False, 1),
+    ("fused", True, 3), ("pure", True, 0),
+])
+def test_fast_model_matches_plain_reference(kg_view, user_rel_softmax, extra_relation_rows):
+    model = make_model(kg_view=kg_view, user_rel_softmax=user_rel_softmax,
+                       extra_relation_rows=extra_relation_rows)
     model.train()  # dropout rates are 0, so training mode must equal the reference exactly
-    params = {
-        "user": model.user_embedding.weight,
-        "entity": model.entity_embedding.weight,
-        "relation": model.relation_embedding.weight,
-    }
-    users, pos, neg = BATCH
+    params = params_of(model)
     ref_views = reference_views(toy_graph(), params, 3, kg_view, user_rel_softmax)
-    fast_views = model.views()
-    for got, want in zip(fast_views, ref_views, strict=True):
-        assert torch.allclose(got, want, atol=1e-5, rtol=0)
-
-    terms = model(users, pos, neg)
-    ref_terms = reference_losses(ref_views, params, users, pos, neg, 1e-4, 0.5, 0.2)
-    assert set(terms) == {"bpr_reg", "cl"}
-    weights = list(params.values())
-    for name in terms:
-        assert torch.allclose(terms[name], ref_terms[name], atol=1e-5, rtol=0)
-        grads = torch.autograd.grad(terms[name], weights, retain_graph=True)
-        ref_grads = torch.autograd.grad(ref_terms[name], weights, retain_graph=True)
-        for got, want in zip(grads, ref_grads, strict=True):
-            assert torch.allclose(got, want, atol=1e-5, rtol=0), name
+    assert_views_close(model.views(), ref_views)
+    terms = model(*BATCH)
+    ref_terms = reference_losses(ref_views, params, *BATCH, 1e-4, 0.5, 0.2)
+    assert_terms_and_gradients_close(terms, ref_terms, params)
 
 
 def test_kg_views_differ_between_modes():
-    fused = _model(kg_view="fused").views()
-    pure = _model(kg_view="pure").views()
+    fused = make_model(kg_view="fused").views()
+    pure = make_model(kg_view="pure").views()
     assert not torch.allclose(fused[1], pure[1])  # IG chain differs from layer 2 on
     assert not torch.allclose(fused[2], pure[2])
 
 
 def test_items_without_triples_get_zero_kg_message_and_unit_rows():
-    model = _model()
+    model = make_model()
     model.eval()
     entities = model.entity_embedding.weight
     new = model._kg_step(model._layer0_table(), model._relation_terms(), layer0=True)
@@ -77,54 +61,8 @@ def test_items_without_triples_get_zero_kg_message_and_unit_rows():
     assert torch.allclose(new_users.norm(dim=1), torch.ones(5, dtype=torch.float64))
 
 
-def _dropout_masks(model, calls):
-    """Capture the (triple keep mask, dropped UI values) the model draws in each KG step."""
-    seen, ui_seen = [], []
-    original = model._draw_kg_dropout
-
-    def spy(device):
-        keep, ui_values = original(device)
-        seen.append(keep.clone())
-        ui_seen.append(ui_values.detach().clone())
-        return keep, ui_values
-
-    model._draw_kg_dropout = spy
-    for _ in range(calls):
-        model.views()
-    return seen, ui_seen
-
-
-def test_dropout_shares_rescaling_freshness_and_reproducibility():
-    model = _model(kg_drop_rate=0.3, ig_drop_rate=0.5, mess_drop_rate=0.0)
-    model.train()
-    torch.manual_seed(11)
-    masks, ui_values = _dropout_masks(model, calls=40)
-    n_triples = model.kg.n_triples
-    assert len(masks) == 40 * 3  # a fresh draw in every layer of every call
-    assert all(int(m.sum()) == int(n_triples * 0.7) for m in masks)
-    assert not all(torch.equal(masks[0], m) for m in masks[1:])
-    # the KG step's UI values are dropped (the IG step's are not: they are other buffers)
-    full = model.ui_values
-    dropped = [v for v in ui_values if not torch.equal(v, full)]
-    assert len(dropped) == 40 * 3
-    stacked = torch.stack(dropped)
-    kept = stacked != 0
-    assert torch.allclose(stacked[kept], (full.expand_as(stacked) / 0.5)[kept])
-    share = kept.double().mean().item()
-    assert abs(share - 0.5) < 0.06  # 1440 Bernoulli draws: sd ~ 0.013
-    assert not torch.equal(kept[0], kept[1])
-
-    torch.manual_seed(5)
-    first = model(*BATCH)
-    torch.manual_seed(5)
-    second = model(*BATCH)
-    third = model(*BATCH)
-    assert torch.equal(first["bpr_reg"], second["bpr_reg"])
-    assert not torch.equal(second["bpr_reg"], third["bpr_reg"])
-
-
 def test_final_embeddings_are_deterministic_in_eval_mode():
-    model = _model(kg_drop_rate=0.1, ig_drop_rate=0.5, mess_drop_rate=0.1)
+    model = make_model(kg_drop_rate=0.1, ig_drop_rate=0.5, mess_drop_rate=0.1)
     model.eval()
     with torch.no_grad():
         a = model.final_embeddings()
@@ -135,9 +73,9 @@ def test_final_embeddings_are_deterministic_in_eval_mode():
 
 def test_bad_config_is_rejected():
     with pytest.raises(ConfigError, match="kg_view"):
-        _model(kg_view="sideways")
+        make_model(kg_view="sideways")
     with pytest.raises(ConfigError, match="ig_drop_rate"):
-        _model(ig_drop_rate=1.0)
+        make_model(ig_drop_rate=1.0)
 
 
 def test_training_reduces_loss_with_default_dropout():
@@ -187,3 +125,39 @@ def test_info_nce_matches_plain_formula_and_gradients(tau):
         torch.autograd.grad(got, (a, b)), torch.autograd.grad(want, (a, b)), strict=True
     ):
         assert torch.allclose(g, w, atol=1e-8)
+
+
+def test_relation_table_rows_default_and_seed_configuration():
+    r = toy_graph().n_relations
+    assert make_model().relation_embedding.weight.shape[0] == r + 1  # the package default
+    assert make_model(extra_relation_rows=0).relation_embedding.weight.shape[0] == r
+    # the seed configuration reproduces the seed's table: R + [PAD] + [UI-Relation] + 1
+    config = Config(files=[str(CONFIGS / "simkgcl.yaml")])
+    assert config["extra_relation_rows"] == 3
+    model = get_model_class("simkgcl")(toy_graph(), config)
+    assert model.relation_embedding.weight.shape == (r + 3, 64)
+    with pytest.raises(ConfigError, match="extra_relation_rows"):
+        make_model(extra_relation_rows=-1)
+
+
+def test_extra_relation_rows_enter_the_user_branch_only():
+    """No triple uses an extra row; it moves the users' rows (softmax(u W^T) W, as the seed)
+    and receives its gradient from them, and leaves every entity row of a KG step unchanged."""
+    model = make_model(extra_relation_rows=3)
+    model.eval()
+    n_users, extra = model.n_users, toy_graph().n_relations + 2  # the last of the 3 extra rows
+
+    def kg_step():
+        return model._kg_step(model._layer0_table(), model._relation_terms(), layer0=True)
+
+    before = kg_step()
+    (grad,) = torch.autograd.grad(before[:n_users].sum(), model.relation_embedding.weight,
+                                  retain_graph=True)
+    assert torch.count_nonzero(grad[extra]) > 0
+    (grad,) = torch.autograd.grad(before[n_users:].sum(), model.relation_embedding.weight)
+    assert torch.count_nonzero(grad[extra]) == 0
+    with torch.no_grad():
+        model.relation_embedding.weight[extra] += 1.0
+        after = kg_step()
+    assert not torch.allclose(after[:n_users], before[:n_users])
+    assert torch.equal(after[n_users:], before[n_users:])

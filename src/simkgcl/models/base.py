@@ -1,10 +1,10 @@
 """The small interface every model implements.
 
 A model never sees files or a dataset object: it receives a :class:`~simkgcl.graph.GraphData`
-(ids and counts only) and a flat config mapping. Training calls ``model(users, pos_items, neg_items)``
-which returns **named loss terms** (their sum is what is minimised; the names are what the
-trainer logs). Evaluation and serving call :meth:`Recommender.final_embeddings` once and score
-users against items with a dot product.
+(ids and counts only) and a flat config mapping. Training calls
+``model(users, pos_items, neg_items)``, which returns **named loss terms** (their sum is what is
+minimised; the names are what the trainer logs). Evaluation and serving call
+:meth:`Recommender.final_embeddings` once and score users against items with a dot product.
 """
 
 from __future__ import annotations

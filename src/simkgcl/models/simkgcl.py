@@ -5,7 +5,9 @@ the relation table ``W`` has ``R + extra_relation_rows`` rows. The extra rows ca
 but enter every user row through ``softmax(u W^T) W`` (they are Xavier-initialised and
 trained), so their number changes the model: 1 (default) is the seed model's own extra row;
 3 reproduces the seed run under RecBole, whose relation count also includes its [PAD] and
-[UI-Relation] relations (``configs/simkgcl.yaml``).
+[UI-Relation] relations (``configs/simkgcl.yaml``; 60 relations -> 63 rows on lastfm-kg, as the
+seed). Rows 0..R-1 are the relations, the extra rows follow (the seed's table is [PAD], the R
+relations, [UI-Relation], its extra row: copy weights between the two by relation token).
 
 One layer:
 
@@ -144,18 +146,19 @@ class SimKGCL(Recommender):
 
     # ------------------------------------------------------------------ propagation
 
-    def _draw_kg_dropout(self, device: torch.device) -> tuple[Tensor | None, Tensor]:
-        """Fresh dropout draws of one KG step: (kept-triple mask or None, dropped UI values)."""
+    def _draw_kg_dropout(self, table: Tensor) -> tuple[Tensor | None, Tensor]:
+        """Fresh dropout draws of one KG step on ``table``: (kept-triple mask or None, the UI
+        values in the step's precision, dropped)."""
         keep = None
         if self.training and self.kg_drop_rate > 0.0 and self.kg.n_triples > 0:
-            keep = kept_subset(self.kg.n_triples, self.kg_drop_rate, device)
-        ui_values = self.ui_values
+            keep = kept_subset(self.kg.n_triples, self.kg_drop_rate, table.device)
+        ui_values = self.ui_values.to(at_least_float32(table.dtype))
         if self.training and self.ig_drop_rate > 0.0:
             ui_values = sparse_dropout(ui_values, self.ig_drop_rate)
         return keep, ui_values
 
     def _message_dropout(self, rows: Tensor) -> Tensor:
-        """Message dropout without its ``1 / (1 - rate)`` scale (the L2 norm after it cancels it)."""
+        """Message dropout without its ``1 / (1 - rate)`` scale: the L2 norm after it cancels it."""
         if not (self.training and self.mess_drop_rate > 0.0):
             return rows
         return rows * keep_mask(rows.shape, self.mess_drop_rate, rows.dtype, rows.device)
@@ -172,7 +175,7 @@ class SimKGCL(Recommender):
         relations, pair_relations = relation_terms
         kg = self.kg
         layout = kg.layer0 if layer0 else kg.slots
-        keep, ui_values = self._draw_kg_dropout(table.device)
+        keep, ui_values = self._draw_kg_dropout(table)
         with torch.autocast(table.device.type, enabled=False):
             table = table.to(at_least_float32(table.dtype))
             relations = relations.to(table.dtype)

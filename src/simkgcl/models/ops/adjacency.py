@@ -37,10 +37,12 @@ def _inv_sqrt_degree(ids: Tensor, n: int) -> Tensor:
 def interaction_weights(
     users: Tensor, items: Tensor, n_users: int, n_items: int, norm: str = "symmetric"
 ) -> Tensor:
-    """float32 value of each distinct (user, item) pair in the normalised matrix ``norm``.
+    """float64 value of each distinct (user, item) pair in the normalised matrix ``norm``.
 
-    Computed in float64, then rounded once. ``users``, ``items``: from
-    :func:`unique_interactions` (degrees count each pair once).
+    ``users``, ``items``: from :func:`unique_interactions` (degrees count each pair once).
+    Kept in float64: :meth:`~simkgcl.models.ops.sparse.SparsePattern.matmul` casts the values to
+    the dense operand's dtype, so a float32 model rounds them once per product (the same bits as
+    float32 values rounded at build) and a float64 model computes in float64 throughout.
     """
     if norm == "symmetric":
         values = _inv_sqrt_degree(users, n_users)[users] * _inv_sqrt_degree(items, n_items)[items]
@@ -48,7 +50,7 @@ def interaction_weights(
         values = torch.bincount(users, minlength=n_users).double().reciprocal()[users]
     else:
         raise ValueError(f"norm must be one of {NORMALISATIONS}, got {norm!r}")
-    return values.float()
+    return values
 
 
 def bipartite_adjacency(

@@ -1,6 +1,7 @@
 """InfoNCE between two views of the same rows (cosine similarity, temperature ``tau``)::
 
-    L = sum_i [ logsumexp_j (a_i . b_j / tau) - a_i . b_i / tau ],   a_i = x_i / |x_i|, b_j = y_j / |y_j|
+    L = sum_i [ logsumexp_j (a_i . b_j / tau) - a_i . b_i / tau ]
+    a_i = x_i / |x_i|,  b_j = y_j / |y_j|
 
 i.e. for each row, -log of the softmax probability of its own row of the other view among all
 rows (the other rows are the negatives). Summed over rows, not averaged.
