@@ -1,0 +1,63 @@
+"""CPU seconds per training step (forward + backward of one batch) of a model, in one process.
+
+Process CPU time, unlike wall time, hardly moves when other jobs share the cores, so two versions
+of the code can be compared on a busy machine: run this once per version, alternating, and
+compare the best figures. No optimiser step (the parameters stay fixed, every step is the same
+work); dropout is on, as in training.
+
+    OMP_NUM_THREADS=1 python bench/step_cpu_time.py --model simkgcl --dataset ../shared/splits/lastfm-kg
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="simkgcl")
+    parser.add_argument("--dataset", default="lastfm-kg", help="dataset folder or bundled name")
+    parser.add_argument("--batch", type=int, default=2048)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (the best is kept)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from simkgcl.config import Config
+    from simkgcl.graph import build_graph
+    from simkgcl.models import get_model_class
+    from simkgcl.training.run import load_data
+
+    config = Config({"model": args.model, "dataset": args.dataset}, overrides=args.overrides)
+    dataset, split = load_data(config)
+    torch.manual_seed(config["seed"])
+    model = get_model_class(config["model"])(build_graph(dataset, split), config)
+    model.train()
+    users = torch.as_tensor(split.train.users[: args.batch]).long()
+    pos_items = torch.as_tensor(split.train.items[: args.batch]).long()
+    generator = torch.Generator().manual_seed(config["seed"])
+    neg_items = torch.randint(0, dataset.n_items, (users.shape[0],), generator=generator)
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        sum(model(users, pos_items, neg_items).values()).backward()
+
+    for _ in range(5):  # warm-up
+        step()
+    rounds = []
+    for _ in range(args.rounds):
+        start = time.process_time()
+        for _ in range(args.steps):
+            step()
+        rounds.append((time.process_time() - start) / args.steps)
+    print(f"{args.model} {args.dataset}: CPU s/step best {min(rounds):.4f}, "
+          f"rounds {', '.join(f'{r:.4f}' for r in rounds)} ({args.threads} thread(s))")
+
+
+if __name__ == "__main__":
+    main()
