@@ -319,3 +319,28 @@ def test_fused_adam_is_used_and_trains_like_the_plain_one(tiny_model: str) -> No
     # other learners ignore the key
     sgd = _trainer(tiny_model, [0.1], epochs=1, learner="sgd", learning_rate=0.1)
     assert isinstance(sgd.optimizer, torch.optim.SGD)
+
+
+def test_models_get_a_per_epoch_stream_that_depends_on_seed_and_epoch_only(
+        tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a model draws in on_epoch_start (SGL's augmented graphs) must not depend on the
+    global RNG state: a resumed run and every DDP rank draw the same."""
+    draws: list[tuple[int, list[float]]] = []
+
+    def record(self, epoch: int, generator: torch.Generator) -> None:
+        draws.append((epoch, torch.rand(4, generator=generator).tolist()))
+
+    monkeypatch.setattr(TinyMF, "on_epoch_start", record)
+    _trainer(tiny_model, [0.1, 0.2, 0.3], epochs=3).fit()
+    first = list(draws)
+    draws.clear()
+    torch.manual_seed(12345)  # a different global state changes nothing
+    trainer = _trainer(tiny_model, [0.1, 0.2, 0.3], epochs=3)
+    trainer.state.epoch = 1  # as after a resume
+    trainer.fit()
+    assert [e for e, _ in first] == [0, 1, 2]
+    assert draws == first[1:]
+    assert first[0][1] != first[1][1]
+    draws.clear()
+    _trainer(tiny_model, [0.1, 0.2, 0.3], epochs=1, seed=7).fit()
+    assert draws[0][1] != first[0][1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from simkgcl.graph import GraphData
@@ -40,6 +41,14 @@ class Recommender(nn.Module):
         super().__init__()
         self.n_users = graph.n_users
         self.n_items = graph.n_items
+
+    def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
+        """Called by the trainer before every training epoch; a no-op by default.
+
+        Models that redraw something once per epoch (SGL's augmented graphs, KGCL's KG
+        augmentation) draw it here from ``generator``: a CPU generator determined by
+        ``(seed, epoch)`` alone, so a resumed run and every DDP rank draw exactly the same.
+        """
 
     def forward(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> dict[str, Tensor]:
         """Loss terms for one batch of (user, positive item, negative item) triples."""

@@ -25,8 +25,10 @@ from torch import Tensor
 
 from simkgcl.errors import InputError
 
-# Distinguishes the sampler's random stream from other streams derived from the same seed.
+# Distinguish the sampler's random stream and the models' per-epoch stream (augmented graphs,
+# see ``Recommender.on_epoch_start``) from other streams derived from the same seed.
 _SAMPLER_STREAM = 0x5A3D
+MODEL_EPOCH_STREAM = 0x6D0E
 
 
 def epoch_generator(seed: int, epoch: int, stream: int = _SAMPLER_STREAM) -> torch.Generator:

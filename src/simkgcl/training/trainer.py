@@ -42,7 +42,7 @@ from tqdm import tqdm
 from simkgcl.errors import ConfigError, SimKGCLError
 from simkgcl.evaluation.evaluator import Evaluator, RankingTask
 from simkgcl.models.base import Recommender
-from simkgcl.sampling.negative import NegativeSampler
+from simkgcl.sampling.negative import MODEL_EPOCH_STREAM, NegativeSampler, epoch_generator
 from simkgcl.training.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -203,6 +203,8 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """Run one epoch; return the sum of each named loss term over its batches."""
         self.train_module.train()
+        self.model.on_epoch_start(epoch, epoch_generator(self.config["seed"], epoch,
+                                                         MODEL_EPOCH_STREAM))
         batches = self.sampler.epoch(epoch)
         totals: dict[str, torch.Tensor] = {}
         bar = tqdm(batches, desc=f"epoch {epoch}", total=len(batches), leave=False,
