@@ -17,10 +17,21 @@ from typing import Any
 
 import yaml
 
+from simkgcl.data.options import (
+    DEFAULT_DATASET,
+    DEFAULT_EVAL_ARGS,
+    DEFAULT_SEED,
+    DEFAULT_VALID_RATIO,
+    check_benchmark_filename,
+    check_eval_args,
+    check_kg_id_space,
+    check_layout,
+    check_threshold,
+    check_valid_ratio,
+)
 from simkgcl.errors import ConfigError
 from simkgcl.keyspec import (
     KeySpec,
-    as_float,
     as_int,
     boolean,
     choice,
@@ -33,11 +44,8 @@ from simkgcl.keyspec import (
 )
 
 DEFAULT_MODEL = "simkgcl"
-DEFAULT_DATASET = "lastfm-kg"
 ALLOWED_METRICS = ("Recall", "NDCG", "MRR", "Hit", "Precision", "MAP", "ItemCoverage")
 LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")
-DATA_FORMATS = ("atomic", "kgat", "kgcn")
-KG_ID_SPACES = ("shared", "separate")
 
 def _device(key: str, value: Any) -> str:
     if isinstance(value, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", value.strip().lower()):
@@ -113,63 +121,6 @@ def _clip_grad_norm(key: str, value: Any) -> dict[str, float] | None:
     return out
 
 
-_EVAL_ARGS_KEYS = ("split", "order", "group_by", "mode")
-
-
-def _eval_args(key: str, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise fail(key, value, "a mapping with keys " + ", ".join(_EVAL_ARGS_KEYS))
-    for sub in value:
-        if sub not in _EVAL_ARGS_KEYS:
-            raise ConfigError(unknown_key_message(f"{key}.{sub}",
-                                               [f"{key}.{k}" for k in _EVAL_ARGS_KEYS]))
-    out = dict(value)
-    split = value.get("split")
-    allowed_split = ("{RS: [train, valid, test]} (or {RS: [train, test]}, validation then carved "
-                     "with valid_ratio) with ratios >= 0 summing to 1 and train > 0")
-    if not isinstance(split, dict) or list(split) != ["RS"]:
-        raise fail(f"{key}.split", split, allowed_split)
-    ratios = split["RS"]
-    if not isinstance(ratios, list) or len(ratios) not in (2, 3):
-        raise fail(f"{key}.split", split, allowed_split)
-    parts = [float_in(0.0)(f"{key}.split.RS", r) for r in ratios]
-    if abs(sum(parts) - 1.0) > 1e-6 or parts[0] <= 0:
-        raise fail(f"{key}.split", split, allowed_split)
-    out["split"] = {"RS": parts}
-    order = value.get("order")
-    if not isinstance(order, str) or order.upper() not in ("RO", "TO"):
-        raise fail(f"{key}.order", order, "RO (random order) | TO (time order)")
-    out["order"] = order.upper()
-    group_by = value.get("group_by")
-    if group_by not in ("user", None, "none"):
-        raise fail(f"{key}.group_by", group_by, "user | none")
-    out["group_by"] = None if group_by in (None, "none") else "user"
-    mode = value.get("mode")
-    if mode != "full":
-        raise fail(f"{key}.mode", mode, "full (every item is ranked; sampled modes are not "
-                                         "implemented)")
-    return out
-
-
-def _threshold(key: str, value: Any) -> dict[str, float] | None:
-    allowed = "null or {column: minimum value}, e.g. {rating: 4}"
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not value:
-        raise fail(key, value, allowed)
-    return {str(col): as_float(key, v, allowed) for col, v in value.items()}
-
-
-def _benchmark_filename(key: str, value: Any) -> list[str] | None:
-    allowed = "null or a list of 2 or 3 file suffixes, e.g. [train, valid, test]"
-    if value is None:
-        return None
-    if (not isinstance(value, list) or len(value) not in (2, 3)
-            or not all(isinstance(v, str) and v for v in value)):
-        raise fail(key, value, allowed)
-    return list(value)
-
-
 def _dataset(key: str, value: Any) -> str:
     if value is None:
         return DEFAULT_DATASET
@@ -195,18 +146,19 @@ BASE_SPECS: dict[str, KeySpec] = {
     "model": KeySpec(DEFAULT_MODEL, _model, "model name"),
     "dataset": KeySpec(DEFAULT_DATASET, _dataset, "dataset folder or bundled dataset name"),
     # data reading and splitting (see simkgcl.data)
-    "data_format": KeySpec(None, choice(DATA_FORMATS, optional=True),
-                           "file layout; null = detect"),
-    "kg_id_space": KeySpec("shared", choice(KG_ID_SPACES),
+    "data_format": KeySpec(None, check_layout, "file layout; null = detect"),
+    "kg_id_space": KeySpec("shared", check_kg_id_space,
                            "shared: item i is entity i; separate: KG tails have their own ids"),
-    "threshold": KeySpec(None, _threshold, "keep interactions with column >= value"),
+    "threshold": KeySpec(None, check_threshold, "keep interactions with column >= value"),
     "kg_reverse_r": KeySpec(False, boolean, "add inverse relations to the KG"),
-    "benchmark_filename": KeySpec(None, _benchmark_filename, "suffixes of fixed split files"),
-    "valid_ratio": KeySpec(0.1, float_in(0.0, 1.0, lo_open=True, hi_open=True),
-                           "share of training data held out for validation (fixed splits)"),
+    "benchmark_filename": KeySpec(None, check_benchmark_filename,
+                                  "suffixes of fixed split files"),
+    "valid_ratio": KeySpec(DEFAULT_VALID_RATIO, check_valid_ratio,
+                           "share of each user's training data held out for validation when the "
+                           "split has no validation part (0: none, the last model is kept)"),
     "valid_on_test": KeySpec(False, boolean, "validate on the test file (seed's KGAT habit)"),
-    "eval_args": KeySpec({"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user",
-                          "mode": "full"}, _eval_args, "how to split and evaluate", merge=True),
+    "eval_args": KeySpec(DEFAULT_EVAL_ARGS, check_eval_args, "how to split and evaluate",
+                         merge=True),
     # training
     "epochs": KeySpec(300, int_in(0), "maximum number of training epochs"),
     "train_batch_size": KeySpec(2048, int_in(1), "training triples per batch"),
@@ -239,7 +191,7 @@ BASE_SPECS: dict[str, KeySpec] = {
                                "score cells (users x items) per evaluation batch: the memory "
                                "budget; users per batch = eval_batch_size // n_items"),
     # environment and output
-    "seed": KeySpec(2020, int_in(0, 2**32 - 1), "random seed for everything"),
+    "seed": KeySpec(DEFAULT_SEED, int_in(0, 2**32 - 1), "random seed for everything"),
     "reproducibility": KeySpec(True, boolean, "deterministic kernels where they are cheap"),
     "device": KeySpec("auto", _device, "auto | cpu | cuda | cuda:N (under torchrun, auto and "
                       "cuda mean each process's cuda:LOCAL_RANK)"),
