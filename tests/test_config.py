@@ -180,3 +180,12 @@ def test_shipped_configs_load() -> None:
 def test_every_model_key_has_its_range(model: str, key: str, value) -> None:
     with pytest.raises(ConfigError, match=key):
         Config(model=model, **{key: value})
+
+
+@pytest.mark.parametrize("model", ["bpr", "lightgcn", "simkgcl"])
+def test_every_key_says_what_it_allows(model: str) -> None:
+    """--list-keys and the error messages state each key's range; none may be silent."""
+    from simkgcl.config import available_keys
+
+    silent = [key for key, spec in available_keys(model).items() if not spec.allowed]
+    assert not silent

@@ -32,6 +32,7 @@ from simkgcl.data.options import (
 from simkgcl.errors import ConfigError
 from simkgcl.keyspec import (
     KeySpec,
+    allows,
     as_int,
     boolean,
     choice,
@@ -47,10 +48,19 @@ DEFAULT_MODEL = "simkgcl"
 ALLOWED_METRICS = ("Recall", "NDCG", "MRR", "Hit", "Precision", "MAP", "ItemCoverage")
 LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")
 
+_DEVICES = "auto | cpu | cuda | cuda:N"
+_METRICS = "a non-empty list of " + ", ".join(ALLOWED_METRICS)
+_TOPK = "a positive integer or a non-empty list of positive integers"
+_VALID_METRIC = "METRIC@K, e.g. NDCG@20, with METRIC one of " + ", ".join(ALLOWED_METRICS)
+_NEG_SAMPLING = "{uniform: N} with N a positive integer (negatives per positive)"
+_CLIP = "null, or {max_norm: X} with X > 0 (optionally norm_type: P)"
+
+
+@allows(_DEVICES)
 def _device(key: str, value: Any) -> str:
     if isinstance(value, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", value.strip().lower()):
         return value.strip().lower()
-    raise fail(key, value, "auto | cpu | cuda | cuda:N")
+    raise fail(key, value, _DEVICES)
 
 
 def _metric_name(key: str, value: Any) -> str:
@@ -60,10 +70,11 @@ def _metric_name(key: str, value: Any) -> str:
     raise fail(key, value, ", ".join(ALLOWED_METRICS))
 
 
+@allows(_METRICS)
 def _metrics(key: str, value: Any) -> list[str]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items:
-        raise fail(key, value, "a non-empty list of " + ", ".join(ALLOWED_METRICS))
+        raise fail(key, value, _METRICS)
     out: list[str] = []
     for item in items:
         name = _metric_name(key, item)
@@ -72,55 +83,56 @@ def _metrics(key: str, value: Any) -> list[str]:
     return out
 
 
+@allows(_TOPK)
 def _topk(key: str, value: Any) -> list[int]:
     items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
-    allowed = "a positive integer or a non-empty list of positive integers"
     if not isinstance(items, list) or not items:
-        raise fail(key, value, allowed)
-    ks = sorted({as_int(key, k, allowed) for k in items})
+        raise fail(key, value, _TOPK)
+    ks = sorted({as_int(key, k, _TOPK) for k in items})
     if ks[0] < 1:
-        raise fail(key, value, allowed)
+        raise fail(key, value, _TOPK)
     return ks
 
 
+@allows(_VALID_METRIC)
 def _valid_metric(key: str, value: Any) -> str:
-    allowed = "METRIC@K, e.g. NDCG@20, with METRIC one of " + ", ".join(ALLOWED_METRICS)
     if not isinstance(value, str) or value.count("@") != 1:
-        raise fail(key, value, allowed)
+        raise fail(key, value, _VALID_METRIC)
     name, k = value.split("@")
     if not k.strip().isdigit() or int(k) < 1:
-        raise fail(key, value, allowed)
+        raise fail(key, value, _VALID_METRIC)
     return f"{_metric_name(key, name.strip())}@{int(k)}"
 
 
+@allows(_NEG_SAMPLING)
 def _neg_sampling(key: str, value: Any) -> dict[str, int]:
-    allowed = "{uniform: N} with N a positive integer (negatives per positive)"
     if not isinstance(value, dict) or len(value) != 1:
-        raise fail(key, value, allowed)
+        raise fail(key, value, _NEG_SAMPLING)
     (dist, n), = value.items()
     if str(dist).lower() != "uniform":
-        raise fail(key, value, allowed + "; only uniform sampling is implemented")
-    n_int = as_int(key, n, allowed)
+        raise fail(key, value, _NEG_SAMPLING + "; only uniform sampling is implemented")
+    n_int = as_int(key, n, _NEG_SAMPLING)
     if n_int < 1:
-        raise fail(key, value, allowed)
+        raise fail(key, value, _NEG_SAMPLING)
     return {"uniform": n_int}
 
 
+@allows(_CLIP)
 def _clip_grad_norm(key: str, value: Any) -> dict[str, float] | None:
-    allowed = "null, or {max_norm: X} with X > 0 (optionally norm_type: P)"
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = {"max_norm": value}
     if not isinstance(value, dict) or "max_norm" not in value or set(value) - {"max_norm",
                                                                                 "norm_type"}:
-        raise fail(key, value, allowed)
+        raise fail(key, value, _CLIP)
     out = {"max_norm": float_in(0, lo_open=True)(f"{key}.max_norm", value["max_norm"])}
     if "norm_type" in value:
         out["norm_type"] = float_in(0, lo_open=True)(f"{key}.norm_type", value["norm_type"])
     return out
 
 
+@allows("a folder of data files or a bundled dataset name")
 def _dataset(key: str, value: Any) -> str:
     if value is None:
         return DEFAULT_DATASET
@@ -129,6 +141,7 @@ def _dataset(key: str, value: Any) -> str:
     return string(key, value)
 
 
+@allows("the name of a model in the registry (simkgcl.models)")
 def _model(key: str, value: Any) -> str:
     from simkgcl.models import available_models
 
@@ -266,7 +279,7 @@ def _set_dotted(target: dict[str, Any], key: str, value: Any, specs: Mapping[str
     target[head] = node
 
 
-def _model_specs(model_name: str) -> dict[str, KeySpec]:
+def model_keys(model_name: str) -> dict[str, KeySpec]:
     """The keys ``model_name`` declares (its ``keys``), each with its own range."""
     from simkgcl.models import get_model_class
 
@@ -278,19 +291,31 @@ def _model_specs(model_name: str) -> dict[str, KeySpec]:
     return dict(cls.keys)
 
 
-def _other_model_owning(key: str, model_name: str) -> str | None:
-    """Name of another model that defines ``key`` (to explain a key in the wrong place)."""
+def _other_models_owning(key: str, model_name: str) -> list[str]:
+    """Names of the other models that define ``key`` (to explain a key in the wrong place)."""
     from simkgcl.models import available_models, get_model_class
 
+    owners = []
     for name in available_models():
         if name == model_name:
             continue
         try:
             if key in get_model_class(name).keys:
-                return name
+                owners.append(name)
         except (ImportError, AttributeError):
             continue
-    return None
+    return owners
+
+
+def _unknown_key_error(key: str, specs: Mapping[str, KeySpec], model_name: str,
+                       source: str) -> ConfigError:
+    owners = _other_models_owning(key, model_name)
+    if not owners:
+        return ConfigError(unknown_key_message(key, specs, f"from {source}"))
+    listed = " and ".join(repr(o) for o in owners)
+    plural = "s" if len(owners) > 1 else ""
+    return ConfigError(f"config key {key!r} (from {source}) belongs to model{plural} {listed}; "
+                       f"this run uses model {model_name!r}, which does not take it")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,15 +343,15 @@ class Config(Mapping[str, Any]):
         explicit = dict(values or {})
         explicit.update(kwargs)
         if explicit:
-            layers.append(("values", explicit))
+            layers.append(("the values given", explicit))
         if isinstance(overrides, Mapping):
-            layers.append(("overrides", dict(overrides)))
+            layers.append(("key=value overrides", dict(overrides)))
         else:
             parsed: dict[str, Any] = {}
             for text in overrides:
                 k, v = parse_override(text)
                 parsed[k] = v
-            layers.append(("overrides", parsed))
+            layers.append(("key=value overrides", parsed))
         self._values = self._resolve(layers)
 
     # -- resolution ---------------------------------------------------------------------------
@@ -338,18 +363,16 @@ class Config(Mapping[str, Any]):
             if "model" in layer:
                 model_name = layer["model"]
         model_name = _model("model", model_name)
-        specs = dict(BASE_SPECS)
-        specs.update(_model_specs(model_name))
+        specs = available_keys(model_name)
 
         resolved: dict[str, Any] = {k: copy.deepcopy(s.default) for k, s in specs.items()}
+        origin: dict[str, str] = {}
         for source, layer in layers:
             for key, value in layer.items():
                 head = key.split(".", 1)[0]
                 if head not in specs:
-                    owner = _other_model_owning(head, model_name)
-                    hint = (f"it belongs to model {owner!r}, this run uses {model_name!r}"
-                            if owner else f"from {source}")
-                    raise ConfigError(unknown_key_message(head, specs, hint))
+                    raise _unknown_key_error(head, specs, model_name, source)
+                origin[head] = source
                 spec = specs[head]
                 if "." in key:
                     _set_dotted(resolved, key, value, specs)
@@ -360,7 +383,13 @@ class Config(Mapping[str, Any]):
                 else:
                     resolved[key] = copy.deepcopy(value)
         resolved["model"] = model_name
-        out = {key: specs[key].check(key, resolved[key]) for key in specs}
+        out = {}
+        for key, spec in specs.items():
+            try:
+                out[key] = spec.check(key, resolved[key])
+            except ConfigError as exc:
+                where = f" (from {origin[key]})" if key in origin else ""
+                raise ConfigError(f"{exc}{where}") from None
         _check_cross_keys(out)
         return out
 
@@ -419,8 +448,11 @@ def _check_cross_keys(cfg: dict[str, Any]) -> None:
                           f"is not in topk {cfg['topk']}; add {k} to topk or choose another K")
 
 
+def run_keys() -> dict[str, KeySpec]:
+    """The keys every run takes, whatever its model."""
+    return dict(BASE_SPECS)
+
+
 def available_keys(model: str = DEFAULT_MODEL) -> dict[str, KeySpec]:
-    """Every key valid for ``model`` with its spec (for help texts and documentation)."""
-    specs = dict(BASE_SPECS)
-    specs.update(_model_specs(model))
-    return specs
+    """Every key valid for ``model`` with its spec: the run's keys, then the model's."""
+    return {**run_keys(), **model_keys(model)}

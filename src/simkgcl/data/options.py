@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from simkgcl.errors import ConfigError
-from simkgcl.keyspec import as_float, choice, fail, float_in, unknown_key_message
+from simkgcl.keyspec import allows, as_float, choice, fail, float_in, unknown_key_message
 
 DEFAULT_DATASET = "lastfm-kg"
 DEFAULT_SEED = 2020  # RecBole's default, and the config's ``seed`` default
@@ -43,38 +43,45 @@ check_kg_id_space = choice(KG_ID_SPACES)
 check_valid_ratio = float_in(0.0, 1.0, hi_open=True)
 
 
+_THRESHOLD = ("null or {column: minimum value} with one column of "
+              f"{', '.join(THRESHOLD_COLUMNS)}, e.g. {{rating: 4}}")
+_BENCHMARK = ("null or a list of 2 (train, test) or 3 (train, valid, test) file suffixes, "
+              "e.g. [train, valid, test], the training part not reused")
+
+
+@allows(_THRESHOLD)
 def check_threshold(key: str, value: Any) -> dict[str, float] | None:
     """RecBole's ``threshold``: null, or one ``{column: minimum}`` on rating or timestamp."""
-    allowed = f"null or {{column: minimum value}} with one column of {', '.join(THRESHOLD_COLUMNS)}"
     if value is None:
         return None
     if not isinstance(value, Mapping) or len(value) != 1:
-        raise fail(key, value, allowed + ", e.g. {rating: 4}")
+        raise fail(key, value, _THRESHOLD)
     ((column, minimum),) = value.items()
     if column not in THRESHOLD_COLUMNS:
-        raise fail(key, value, allowed)
-    bound = as_float(key, minimum, allowed)
+        raise fail(key, value, _THRESHOLD)
+    bound = as_float(key, minimum, _THRESHOLD)
     if bound != bound:  # NaN keeps nothing and says nothing
-        raise fail(key, value, allowed)
+        raise fail(key, value, _THRESHOLD)
     return {str(column): bound}
 
 
+@allows(_BENCHMARK)
 def check_benchmark_filename(key: str, value: Any) -> list[str] | None:
     """Suffixes of fixed split files: null, [train, test] or [train, valid, test].
 
     The validation part may name the test file ([train, test, test], validating on test); the
     training part may not be reused.
     """
-    allowed = ("null or a list of 2 (train, test) or 3 (train, valid, test) file suffixes, "
-               "e.g. [train, valid, test], the training part not reused")
     if value is None:
         return None
     if (not isinstance(value, (list, tuple)) or len(value) not in (2, 3)
             or not all(isinstance(v, str) and v for v in value) or value[0] in value[1:]):
-        raise fail(key, value, allowed)
+        raise fail(key, value, _BENCHMARK)
     return list(value)
 
 
+@allows("{split: {RS: [train, valid, test]}, order: RO | TO, group_by: user | none, "
+        "mode: full}; sub-keys not given keep their defaults")
 def check_eval_args(key: str, value: Any) -> dict[str, Any]:
     """RecBole's ``eval_args``; sub-keys not given take :data:`DEFAULT_EVAL_ARGS`' values.
 
