@@ -22,9 +22,12 @@ def atomic(tmp_path, folder_of):
 
 
 def _config_error(key, value) -> str:
+    """The config's message, less the note that says where the value was set."""
     with pytest.raises(ConfigError) as info:
         Config({key: value})
-    return str(info.value)
+    message = str(info.value)
+    assert message.endswith(" (from the values given)")
+    return message.removesuffix(" (from the values given)")
 
 
 def _data_error(call) -> str:
