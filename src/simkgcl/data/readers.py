@@ -251,17 +251,14 @@ def _read_int_kg(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def read_kgcn_folder(folder: Path, files: dict[str, Path], kg_id_space: str) -> RawData:
-    """KGCN layout: ``ratings_final.txt`` (user item label; label 1 kept) and ``kg_final.txt``."""
+    """KGCN layout: ``ratings_final.txt`` (user item label) and ``kg_final.txt``.
+
+    Label-1 rows are kept; label-0 rows (KGCN's sampled negatives) are counted and dropped; any
+    other label ("-1", "2", "1.0") is an error at its line.
+    """
     path = _require(folder, files, "ratings_final.txt", "KGCN")
-    table = read_int_table(path, 3, "user item label")
+    table = read_int_table(path, 3, "user item label", label_column=2)
     labels = table[:, 2]
-    bad = np.flatnonzero(labels > 1)
-    if bad.size:
-        raise InputError(
-            f"expected label 0 or 1 in column 3 of 'user item label', found {int(labels[bad[0]])}",
-            path,
-            _nth_data_line(path, int(bad[0])),
-        )
     positive = labels == 1
     raw = RawData(name=folder.name, layout="kgcn", parts=[])
     raw.kg_id_space = kg_id_space
@@ -276,16 +273,3 @@ def read_kgcn_folder(folder: Path, files: dict[str, Path], kg_id_space: str) -> 
     else:
         raw.warnings.append(f"no knowledge graph (kg_final.txt) in {folder}")
     return raw
-
-
-def _nth_data_line(path: Path, row: int) -> int:
-    """1-based line number of the ``row``-th non-blank line (0-based)."""
-    from simkgcl.data.io import read_bytes
-
-    seen = -1
-    for number, raw in enumerate(read_bytes(path).split(b"\n"), start=1):
-        if raw.strip():
-            seen += 1
-            if seen == row:
-                return number
-    return row + 1
