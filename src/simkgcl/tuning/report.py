@@ -20,6 +20,7 @@ import yaml
 
 from simkgcl.config import Config
 from simkgcl.training.checkpoint import atomic_write_bytes
+from simkgcl.tuning.space import RUN_SPECIFIC_KEYS
 
 logger = logging.getLogger("simkgcl.tuning")
 
@@ -27,9 +28,6 @@ TRIALS_CSV = "trials.csv"
 BEST_YAML = "best.yaml"
 SUMMARY_JSON = "summary.json"
 HISTORY_PNG = "history.png"
-# Keys that say where and how a run executes, not what it learns: not part of best.yaml and not
-# compared when a stored study is resumed.
-RUN_SPECIFIC_KEYS = ("checkpoint_dir", "show_progress", "device")
 
 
 @dataclass

@@ -38,8 +38,8 @@ from simkgcl.training.run import (
     train,
 )
 from simkgcl.training.trainer import TrainingDiverged
-from simkgcl.tuning.report import RUN_SPECIFIC_KEYS, TuneResult, run_config_dict, write_reports
-from simkgcl.tuning.space import SearchSpace
+from simkgcl.tuning.report import TuneResult, run_config_dict, write_reports
+from simkgcl.tuning.space import RUN_SPECIFIC_KEYS, SearchSpace
 
 logger = logging.getLogger("simkgcl.tuning")
 
@@ -326,5 +326,6 @@ def tune(
     return result
 
 
-__all__ = ["RUN_SPECIFIC_KEYS", "PruningCallback", "TuneResult", "default_study_name", "make_objective",
-           "make_storage", "open_study", "require_optuna", "run_config_dict", "tune"]
+__all__ = ["RUN_SPECIFIC_KEYS", "PruningCallback", "TuneResult", "default_study_name",
+           "make_objective", "make_storage", "open_study", "require_optuna", "run_config_dict",
+           "tune"]
