@@ -141,11 +141,7 @@ def test_cycles_hidden_in_functions_and_relative_imports_are_found(tmp_path: Pat
 
 
 def test_a_three_module_cycle_is_named_in_import_order(tmp_path: Path) -> None:
-    pkg = _write_package(tmp_path / "q", {
-        "__init__.py": "",
-        "a.py": "import q.b\n",
-        "b.py": "from q import c\n",
-        "c.py": "from q.a import x\n",
-        "d.py": "import q.a\n",
-    })
+    sources = ["import q.b\n", "from q import c\n", "from q.a import x\n", "import q.a\n"]
+    files = {f"{name}.py": text for name, text in zip("abcd", sources, strict=True)}
+    pkg = _write_package(tmp_path / "q", {"__init__.py": "", **files})
     assert find_cycles(import_graph(pkg)) == [["q.a", "q.b", "q.c", "q.a"]]
