@@ -5,6 +5,11 @@ a RecBole user's YAML mostly works unchanged. Every key is validated: an unknown
 closest valid one, a bad value says what is allowed. A :class:`Config` is a plain mapping that a
 library user builds in Python (``Config(model="bpr", epochs=5)``); the CLI merely feeds it the
 ``--config`` files and ``key=value`` strings it was given.
+
+The data settings' rules live in :mod:`simkgcl.data.options` (the data layer checks its own
+arguments without a Config), each model's in its ``keys``, YAML reading in
+:mod:`simkgcl.yaml_input`; this module holds the run keys' table and the layering (a little over
+400 lines, kept together so that every run key and its rule can be read in one place).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from simkgcl.keyspec import (
     string,
     unknown_key_message,
 )
+from simkgcl.yaml_input import parse_override, read_yaml_file
 
 DEFAULT_MODEL = "simkgcl"
 ALLOWED_METRICS = ("Recall", "NDCG", "MRR", "Hit", "Precision", "MAP", "ItemCoverage")
@@ -220,82 +226,7 @@ BASE_SPECS: dict[str, KeySpec] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# parsing helpers
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` (value read as a YAML scalar/collection, never evaluated) -> (key, value)."""
-    if "=" not in text:
-        raise ConfigError(f"expected key=value, got {text!r}")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"expected key=value, got {text!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot read the value of {key!r} ({raw!r}) as YAML: "
-                          f"{_yaml_problem(exc)}") from None
-    return key, value
-
-
-def read_yaml_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
-    """A YAML ``what`` (config file, search space file ...) as a dict (empty file -> {}).
-
-    Every way the file can be unusable (missing, unreadable, not UTF-8, not YAML, not a
-    mapping) is one ConfigError line naming the file, and the line where it can tell.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{what} not found: {p}" if not p.exists()
-                          else f"{p}: expected a {what}, found a folder or special file")
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the {what}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{p}:{line}: the {what} is not UTF-8 text (byte 0x{raw[exc.start]:02x}"
-                          "); save it as UTF-8") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        line = _yaml_line(exc, text)
-        where = f"{p}:{line}" if line else str(p)
-        raise ConfigError(f"{where}: not valid YAML: {_yaml_problem(exc)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of key: value at the top level")
-    return {str(k): v for k, v in data.items()}
-
-
-def _yaml_line(exc: yaml.YAMLError, text: str) -> int | None:
-    """1-based line of a YAML error, when PyYAML knows it."""
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    if mark is not None:
-        return int(mark.line) + 1
-    position = getattr(exc, "position", None)  # ReaderError: a character offset
-    return text.count("\n", 0, position) + 1 if isinstance(position, int) else None
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """PyYAML's explanation on one line, without its multi-line position report."""
-    if isinstance(exc, yaml.MarkedYAMLError):
-        parts = [exc.context, exc.problem]
-        text = ", ".join(str(p) for p in parts if p) or type(exc).__name__
-        opened, found = exc.context_mark, exc.problem_mark
-        if opened is not None and found is not None and opened.line != found.line:
-            text += f" (opened on line {opened.line + 1})"
-    elif isinstance(exc, yaml.reader.ReaderError):
-        char = exc.character
-        shown = f"#x{char:04x}" if isinstance(char, int) else repr(char)
-        text = f"unacceptable character {shown} ({exc.reason})"
-    else:
-        text = str(exc)
-    return " ".join(text.split())
+# resolution helpers
 
 
 def _set_dotted(target: dict[str, Any], key: str, value: Any, specs: Mapping[str, KeySpec]) -> None:

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simkgcl.config import Config, available_keys, read_yaml_file
+from simkgcl.config import Config, available_keys
 from simkgcl.errors import ConfigError
+from simkgcl.yaml_input import read_yaml_file
 
 PARAM_TYPES = ("float", "int", "categorical")
 # Keys that say where and how a run executes, not what it learns: not part of best.yaml and not
