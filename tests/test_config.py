@@ -180,3 +180,57 @@ def test_shipped_configs_load() -> None:
 def test_every_model_key_has_its_range(model: str, key: str, value) -> None:
     with pytest.raises(ConfigError, match=key):
         Config(model=model, **{key: value})
+
+
+@pytest.mark.parametrize("model", ["bpr", "lightgcn", "simkgcl"])
+def test_every_key_says_what_it_allows(model: str) -> None:
+    """--list-keys and the error messages state each key's range; none may be silent."""
+    from simkgcl.config import available_keys
+
+    silent = [key for key, spec in available_keys(model).items() if not spec.allowed]
+    assert not silent
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"epochs: 3\nlearner: \"adam\xe9\"\n",
+         ":2: the config file is not UTF-8 text (byte 0xe9); save it as UTF-8"),
+        (b"epochs: [1,\nx: 2\n", ":3: not valid YAML: while parsing a flow sequence, "
+         "expected ',' or ']', but got '<stream end>' (opened on line 1)"),
+        (b"epochs: 3\nx: \"\x01\"\n", ":2: not valid YAML: unacceptable character #x0001"),
+        (b"a: 1\n a: 2\n", ":2: not valid YAML: mapping values are not allowed here"),
+    ],
+)
+def test_an_unreadable_config_file_is_one_line_naming_file_and_line(tmp_path: Path, capsys,
+                                                                     content: bytes,
+                                                                     expected: str) -> None:
+    from simkgcl.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        Config(files=[path])
+    assert str(info.value).startswith(f"{path}{expected}")
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}{expected}") and err.count("\n") == 1
+
+
+def test_a_folder_or_a_broken_override_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected a config file, found a folder"):
+        Config(files=[tmp_path])
+    with pytest.raises(ConfigError) as info:
+        Config(overrides=["epochs=[1,"])
+    assert "\n" not in str(info.value) and "'epochs'" in str(info.value)
+
+
+def test_a_search_space_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    from simkgcl.tuning.space import load_space
+
+    path = tmp_path / "space.yaml"
+    path.write_bytes(b"learning_rate: {type: float, low: 1e-4, high: 1e-2}  # \xff\n")
+    with pytest.raises(ConfigError) as info:
+        load_space(path)
+    assert str(info.value) == (f"{path}:1: the search space file is not UTF-8 text (byte 0xff); "
+                               "save it as UTF-8")

@@ -5,6 +5,11 @@ a RecBole user's YAML mostly works unchanged. Every key is validated: an unknown
 closest valid one, a bad value says what is allowed. A :class:`Config` is a plain mapping that a
 library user builds in Python (``Config(model="bpr", epochs=5)``); the CLI merely feeds it the
 ``--config`` files and ``key=value`` strings it was given.
+
+The data settings' rules live in :mod:`simkgcl.data.options` (the data layer checks its own
+arguments without a Config), each model's in its ``keys``, YAML reading in
+:mod:`simkgcl.yaml_input`; this module holds the run keys' table and the layering (a little over
+400 lines, kept together so that every run key and its rule can be read in one place).
 """
 
 from __future__ import annotations
@@ -17,10 +22,22 @@ from typing import Any
 
 import yaml
 
+from simkgcl.data.options import (
+    DEFAULT_DATASET,
+    DEFAULT_EVAL_ARGS,
+    DEFAULT_SEED,
+    DEFAULT_VALID_RATIO,
+    check_benchmark_filename,
+    check_eval_args,
+    check_kg_id_space,
+    check_layout,
+    check_threshold,
+    check_valid_ratio,
+)
 from simkgcl.errors import ConfigError
 from simkgcl.keyspec import (
     KeySpec,
-    as_float,
+    allows,
     as_int,
     boolean,
     choice,
@@ -31,18 +48,25 @@ from simkgcl.keyspec import (
     string,
     unknown_key_message,
 )
+from simkgcl.yaml_input import parse_override, read_yaml_file
 
 DEFAULT_MODEL = "simkgcl"
-DEFAULT_DATASET = "lastfm-kg"
 ALLOWED_METRICS = ("Recall", "NDCG", "MRR", "Hit", "Precision", "MAP", "ItemCoverage")
 LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")
-DATA_FORMATS = ("atomic", "kgat", "kgcn")
-KG_ID_SPACES = ("shared", "separate")
 
+_DEVICES = "auto | cpu | cuda | cuda:N"
+_METRICS = "a non-empty list of " + ", ".join(ALLOWED_METRICS)
+_TOPK = "a positive integer or a non-empty list of positive integers"
+_VALID_METRIC = "METRIC@K, e.g. NDCG@20, with METRIC one of " + ", ".join(ALLOWED_METRICS)
+_NEG_SAMPLING = "{uniform: N} with N a positive integer (negatives per positive)"
+_CLIP = "null, or {max_norm: X} with X > 0 (optionally norm_type: P)"
+
+
+@allows(_DEVICES)
 def _device(key: str, value: Any) -> str:
     if isinstance(value, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", value.strip().lower()):
         return value.strip().lower()
-    raise fail(key, value, "auto | cpu | cuda | cuda:N")
+    raise fail(key, value, _DEVICES)
 
 
 def _metric_name(key: str, value: Any) -> str:
@@ -52,10 +76,11 @@ def _metric_name(key: str, value: Any) -> str:
     raise fail(key, value, ", ".join(ALLOWED_METRICS))
 
 
+@allows(_METRICS)
 def _metrics(key: str, value: Any) -> list[str]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items:
-        raise fail(key, value, "a non-empty list of " + ", ".join(ALLOWED_METRICS))
+        raise fail(key, value, _METRICS)
     out: list[str] = []
     for item in items:
         name = _metric_name(key, item)
@@ -64,112 +89,56 @@ def _metrics(key: str, value: Any) -> list[str]:
     return out
 
 
+@allows(_TOPK)
 def _topk(key: str, value: Any) -> list[int]:
     items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
-    allowed = "a positive integer or a non-empty list of positive integers"
     if not isinstance(items, list) or not items:
-        raise fail(key, value, allowed)
-    ks = sorted({as_int(key, k, allowed) for k in items})
+        raise fail(key, value, _TOPK)
+    ks = sorted({as_int(key, k, _TOPK) for k in items})
     if ks[0] < 1:
-        raise fail(key, value, allowed)
+        raise fail(key, value, _TOPK)
     return ks
 
 
+@allows(_VALID_METRIC)
 def _valid_metric(key: str, value: Any) -> str:
-    allowed = "METRIC@K, e.g. NDCG@20, with METRIC one of " + ", ".join(ALLOWED_METRICS)
     if not isinstance(value, str) or value.count("@") != 1:
-        raise fail(key, value, allowed)
+        raise fail(key, value, _VALID_METRIC)
     name, k = value.split("@")
     if not k.strip().isdigit() or int(k) < 1:
-        raise fail(key, value, allowed)
+        raise fail(key, value, _VALID_METRIC)
     return f"{_metric_name(key, name.strip())}@{int(k)}"
 
 
+@allows(_NEG_SAMPLING)
 def _neg_sampling(key: str, value: Any) -> dict[str, int]:
-    allowed = "{uniform: N} with N a positive integer (negatives per positive)"
     if not isinstance(value, dict) or len(value) != 1:
-        raise fail(key, value, allowed)
+        raise fail(key, value, _NEG_SAMPLING)
     (dist, n), = value.items()
     if str(dist).lower() != "uniform":
-        raise fail(key, value, allowed + "; only uniform sampling is implemented")
-    n_int = as_int(key, n, allowed)
+        raise fail(key, value, _NEG_SAMPLING + "; only uniform sampling is implemented")
+    n_int = as_int(key, n, _NEG_SAMPLING)
     if n_int < 1:
-        raise fail(key, value, allowed)
+        raise fail(key, value, _NEG_SAMPLING)
     return {"uniform": n_int}
 
 
+@allows(_CLIP)
 def _clip_grad_norm(key: str, value: Any) -> dict[str, float] | None:
-    allowed = "null, or {max_norm: X} with X > 0 (optionally norm_type: P)"
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = {"max_norm": value}
     if not isinstance(value, dict) or "max_norm" not in value or set(value) - {"max_norm",
                                                                                 "norm_type"}:
-        raise fail(key, value, allowed)
+        raise fail(key, value, _CLIP)
     out = {"max_norm": float_in(0, lo_open=True)(f"{key}.max_norm", value["max_norm"])}
     if "norm_type" in value:
         out["norm_type"] = float_in(0, lo_open=True)(f"{key}.norm_type", value["norm_type"])
     return out
 
 
-_EVAL_ARGS_KEYS = ("split", "order", "group_by", "mode")
-
-
-def _eval_args(key: str, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise fail(key, value, "a mapping with keys " + ", ".join(_EVAL_ARGS_KEYS))
-    for sub in value:
-        if sub not in _EVAL_ARGS_KEYS:
-            raise ConfigError(unknown_key_message(f"{key}.{sub}",
-                                               [f"{key}.{k}" for k in _EVAL_ARGS_KEYS]))
-    out = dict(value)
-    split = value.get("split")
-    allowed_split = ("{RS: [train, valid, test]} (or {RS: [train, test]}, validation then carved "
-                     "with valid_ratio) with ratios >= 0 summing to 1 and train > 0")
-    if not isinstance(split, dict) or list(split) != ["RS"]:
-        raise fail(f"{key}.split", split, allowed_split)
-    ratios = split["RS"]
-    if not isinstance(ratios, list) or len(ratios) not in (2, 3):
-        raise fail(f"{key}.split", split, allowed_split)
-    parts = [float_in(0.0)(f"{key}.split.RS", r) for r in ratios]
-    if abs(sum(parts) - 1.0) > 1e-6 or parts[0] <= 0:
-        raise fail(f"{key}.split", split, allowed_split)
-    out["split"] = {"RS": parts}
-    order = value.get("order")
-    if not isinstance(order, str) or order.upper() not in ("RO", "TO"):
-        raise fail(f"{key}.order", order, "RO (random order) | TO (time order)")
-    out["order"] = order.upper()
-    group_by = value.get("group_by")
-    if group_by not in ("user", None, "none"):
-        raise fail(f"{key}.group_by", group_by, "user | none")
-    out["group_by"] = None if group_by in (None, "none") else "user"
-    mode = value.get("mode")
-    if mode != "full":
-        raise fail(f"{key}.mode", mode, "full (every item is ranked; sampled modes are not "
-                                         "implemented)")
-    return out
-
-
-def _threshold(key: str, value: Any) -> dict[str, float] | None:
-    allowed = "null or {column: minimum value}, e.g. {rating: 4}"
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not value:
-        raise fail(key, value, allowed)
-    return {str(col): as_float(key, v, allowed) for col, v in value.items()}
-
-
-def _benchmark_filename(key: str, value: Any) -> list[str] | None:
-    allowed = "null or a list of 2 or 3 file suffixes, e.g. [train, valid, test]"
-    if value is None:
-        return None
-    if (not isinstance(value, list) or len(value) not in (2, 3)
-            or not all(isinstance(v, str) and v for v in value)):
-        raise fail(key, value, allowed)
-    return list(value)
-
-
+@allows("a folder of data files or a bundled dataset name")
 def _dataset(key: str, value: Any) -> str:
     if value is None:
         return DEFAULT_DATASET
@@ -178,6 +147,7 @@ def _dataset(key: str, value: Any) -> str:
     return string(key, value)
 
 
+@allows("the name of a model in the registry (simkgcl.models)")
 def _model(key: str, value: Any) -> str:
     from simkgcl.models import available_models
 
@@ -195,18 +165,19 @@ BASE_SPECS: dict[str, KeySpec] = {
     "model": KeySpec(DEFAULT_MODEL, _model, "model name"),
     "dataset": KeySpec(DEFAULT_DATASET, _dataset, "dataset folder or bundled dataset name"),
     # data reading and splitting (see simkgcl.data)
-    "data_format": KeySpec(None, choice(DATA_FORMATS, optional=True),
-                           "file layout; null = detect"),
-    "kg_id_space": KeySpec("shared", choice(KG_ID_SPACES),
+    "data_format": KeySpec(None, check_layout, "file layout; null = detect"),
+    "kg_id_space": KeySpec("shared", check_kg_id_space,
                            "shared: item i is entity i; separate: KG tails have their own ids"),
-    "threshold": KeySpec(None, _threshold, "keep interactions with column >= value"),
+    "threshold": KeySpec(None, check_threshold, "keep interactions with column >= value"),
     "kg_reverse_r": KeySpec(False, boolean, "add inverse relations to the KG"),
-    "benchmark_filename": KeySpec(None, _benchmark_filename, "suffixes of fixed split files"),
-    "valid_ratio": KeySpec(0.1, float_in(0.0, 1.0, lo_open=True, hi_open=True),
-                           "share of training data held out for validation (fixed splits)"),
+    "benchmark_filename": KeySpec(None, check_benchmark_filename,
+                                  "suffixes of fixed split files"),
+    "valid_ratio": KeySpec(DEFAULT_VALID_RATIO, check_valid_ratio,
+                           "share of each user's training data held out for validation when the "
+                           "split has no validation part (0: none, the last model is kept)"),
     "valid_on_test": KeySpec(False, boolean, "validate on the test file (seed's KGAT habit)"),
-    "eval_args": KeySpec({"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user",
-                          "mode": "full"}, _eval_args, "how to split and evaluate", merge=True),
+    "eval_args": KeySpec(DEFAULT_EVAL_ARGS, check_eval_args, "how to split and evaluate",
+                         merge=True),
     # training
     "epochs": KeySpec(300, int_in(0), "maximum number of training epochs"),
     "train_batch_size": KeySpec(2048, int_in(1), "training triples per batch"),
@@ -239,7 +210,7 @@ BASE_SPECS: dict[str, KeySpec] = {
                                "score cells (users x items) per evaluation batch: the memory "
                                "budget; users per batch = eval_batch_size // n_items"),
     # environment and output
-    "seed": KeySpec(2020, int_in(0, 2**32 - 1), "random seed for everything"),
+    "seed": KeySpec(DEFAULT_SEED, int_in(0, 2**32 - 1), "random seed for everything"),
     "reproducibility": KeySpec(True, boolean, "deterministic kernels where they are cheap"),
     "device": KeySpec("auto", _device, "auto | cpu | cuda | cuda:N (under torchrun, auto and "
                       "cuda mean each process's cuda:LOCAL_RANK)"),
@@ -255,38 +226,7 @@ BASE_SPECS: dict[str, KeySpec] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# parsing helpers
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` (value read as a YAML scalar/collection, never evaluated) -> (key, value)."""
-    if "=" not in text:
-        raise ConfigError(f"expected key=value, got {text!r}")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"expected key=value, got {text!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot read the value of {key!r} ({raw!r}) as YAML: {exc}") from exc
-    return key, value
-
-
-def read_yaml_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
-    """A YAML ``what`` (config file, search space file ...) as a dict (empty file -> {})."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{what} not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of key: value at the top level")
-    return {str(k): v for k, v in data.items()}
+# resolution helpers
 
 
 def _set_dotted(target: dict[str, Any], key: str, value: Any, specs: Mapping[str, KeySpec]) -> None:
@@ -314,7 +254,7 @@ def _set_dotted(target: dict[str, Any], key: str, value: Any, specs: Mapping[str
     target[head] = node
 
 
-def _model_specs(model_name: str) -> dict[str, KeySpec]:
+def model_keys(model_name: str) -> dict[str, KeySpec]:
     """The keys ``model_name`` declares (its ``keys``), each with its own range."""
     from simkgcl.models import get_model_class
 
@@ -326,19 +266,31 @@ def _model_specs(model_name: str) -> dict[str, KeySpec]:
     return dict(cls.keys)
 
 
-def _other_model_owning(key: str, model_name: str) -> str | None:
-    """Name of another model that defines ``key`` (to explain a key in the wrong place)."""
+def _other_models_owning(key: str, model_name: str) -> list[str]:
+    """Names of the other models that define ``key`` (to explain a key in the wrong place)."""
     from simkgcl.models import available_models, get_model_class
 
+    owners = []
     for name in available_models():
         if name == model_name:
             continue
         try:
             if key in get_model_class(name).keys:
-                return name
+                owners.append(name)
         except (ImportError, AttributeError):
             continue
-    return None
+    return owners
+
+
+def _unknown_key_error(key: str, specs: Mapping[str, KeySpec], model_name: str,
+                       source: str) -> ConfigError:
+    owners = _other_models_owning(key, model_name)
+    if not owners:
+        return ConfigError(unknown_key_message(key, specs, f"from {source}"))
+    listed = " and ".join(repr(o) for o in owners)
+    plural = "s" if len(owners) > 1 else ""
+    return ConfigError(f"config key {key!r} (from {source}) belongs to model{plural} {listed}; "
+                       f"this run uses model {model_name!r}, which does not take it")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,15 +318,15 @@ class Config(Mapping[str, Any]):
         explicit = dict(values or {})
         explicit.update(kwargs)
         if explicit:
-            layers.append(("values", explicit))
+            layers.append(("the values given", explicit))
         if isinstance(overrides, Mapping):
-            layers.append(("overrides", dict(overrides)))
+            layers.append(("key=value overrides", dict(overrides)))
         else:
             parsed: dict[str, Any] = {}
             for text in overrides:
                 k, v = parse_override(text)
                 parsed[k] = v
-            layers.append(("overrides", parsed))
+            layers.append(("key=value overrides", parsed))
         self._values = self._resolve(layers)
 
     # -- resolution ---------------------------------------------------------------------------
@@ -386,18 +338,16 @@ class Config(Mapping[str, Any]):
             if "model" in layer:
                 model_name = layer["model"]
         model_name = _model("model", model_name)
-        specs = dict(BASE_SPECS)
-        specs.update(_model_specs(model_name))
+        specs = available_keys(model_name)
 
         resolved: dict[str, Any] = {k: copy.deepcopy(s.default) for k, s in specs.items()}
+        origin: dict[str, str] = {}
         for source, layer in layers:
             for key, value in layer.items():
                 head = key.split(".", 1)[0]
                 if head not in specs:
-                    owner = _other_model_owning(head, model_name)
-                    hint = (f"it belongs to model {owner!r}, this run uses {model_name!r}"
-                            if owner else f"from {source}")
-                    raise ConfigError(unknown_key_message(head, specs, hint))
+                    raise _unknown_key_error(head, specs, model_name, source)
+                origin[head] = source
                 spec = specs[head]
                 if "." in key:
                     _set_dotted(resolved, key, value, specs)
@@ -408,7 +358,13 @@ class Config(Mapping[str, Any]):
                 else:
                     resolved[key] = copy.deepcopy(value)
         resolved["model"] = model_name
-        out = {key: specs[key].check(key, resolved[key]) for key in specs}
+        out = {}
+        for key, spec in specs.items():
+            try:
+                out[key] = spec.check(key, resolved[key])
+            except ConfigError as exc:
+                where = f" (from {origin[key]})" if key in origin else ""
+                raise ConfigError(f"{exc}{where}") from None
         _check_cross_keys(out)
         return out
 
@@ -447,7 +403,7 @@ class Config(Mapping[str, Any]):
         return yaml.safe_dump(self._values, sort_keys=True, default_flow_style=None)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml())
+        Path(path).write_text(self.to_yaml(), encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
@@ -467,8 +423,11 @@ def _check_cross_keys(cfg: dict[str, Any]) -> None:
                           f"is not in topk {cfg['topk']}; add {k} to topk or choose another K")
 
 
+def run_keys() -> dict[str, KeySpec]:
+    """The keys every run takes, whatever its model."""
+    return dict(BASE_SPECS)
+
+
 def available_keys(model: str = DEFAULT_MODEL) -> dict[str, KeySpec]:
-    """Every key valid for ``model`` with its spec (for help texts and documentation)."""
-    specs = dict(BASE_SPECS)
-    specs.update(_model_specs(model))
-    return specs
+    """Every key valid for ``model`` with its spec: the run's keys, then the model's."""
+    return {**run_keys(), **model_keys(model)}

@@ -28,6 +28,21 @@ class KeySpec:
     help: str
     merge: bool = False  # dict value whose sub-keys are merged layer by layer (eval_args)
 
+    @property
+    def allowed(self) -> str:
+        """What the validator accepts, in words ("" when it does not say)."""
+        return str(getattr(self.check, "allowed", ""))
+
+
+def allows(text: str) -> Callable[[Validator], Validator]:
+    """Decorator: record what a validator accepts, for help texts (``KeySpec.allowed``)."""
+
+    def mark(check: Validator) -> Validator:
+        check.allowed = text  # type: ignore[attr-defined]
+        return check
+
+    return mark
+
 
 # ---------------------------------------------------------------------------------------------
 # validators: each takes (key, value) and returns the normalised value or raises ConfigError
@@ -64,6 +79,7 @@ def as_float(key: str, value: Any, allowed: str) -> float:
 def int_in(lo: int | None = None, hi: int | None = None) -> Validator:
     allowed = "an integer" + _range_text(lo, hi)
 
+    @allows(allowed)
     def check(key: str, value: Any) -> int:
         v = as_int(key, value, allowed)
         if (lo is not None and v < lo) or (hi is not None and v > hi):
@@ -77,6 +93,7 @@ def float_in(lo: float | None = None, hi: float | None = None, *, lo_open: bool 
              hi_open: bool = False) -> Validator:
     allowed = "a number" + _range_text(lo, hi, lo_open, hi_open)
 
+    @allows(allowed)
     def check(key: str, value: Any) -> float:
         v = as_float(key, value, allowed)
         if math.isnan(v):
@@ -101,21 +118,28 @@ def _range_text(lo: float | None, hi: float | None, lo_open: bool = False,
     return f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
 
 
+_BOOLEAN = "true or false"
+_STRING = "a non-empty string"
+
+
+@allows(_BOOLEAN)
 def boolean(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    raise fail(key, value, "true or false")
+    raise fail(key, value, _BOOLEAN)
 
 
+@allows(_STRING)
 def string(key: str, value: Any) -> str:
     if isinstance(value, str) and value:
         return value
-    raise fail(key, value, "a non-empty string")
+    raise fail(key, value, _STRING)
 
 
 def choice(options: Sequence[str], *, optional: bool = False) -> Validator:
     allowed = " | ".join(options) + (" | null" if optional else "")
 
+    @allows(allowed)
     def check(key: str, value: Any) -> str | None:
         if value is None and optional:
             return None
@@ -127,12 +151,16 @@ def choice(options: Sequence[str], *, optional: bool = False) -> Validator:
 
 
 def optional(inner: Validator) -> Validator:
+    inner_allowed = getattr(inner, "allowed", "")
+
+    @allows(f"{inner_allowed} | null" if inner_allowed else "")
     def check(key: str, value: Any) -> Any:
         return None if value is None else inner(key, value)
 
     return check
 
 
+@allows("any value")
 def anything(key: str, value: Any) -> Any:
     return value
 

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from simkgcl import __version__
+from simkgcl.cli.options import take_overrides
 from simkgcl.errors import SimKGCLError
 
 # Each module exposes ``register(subparsers)`` and sets ``func`` on its sub-parsers.
@@ -31,16 +32,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # --debug is accepted anywhere on the line, not only before the sub-command.
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
+    """The parsed command line; ``--debug`` and ``key=value`` overrides may stand anywhere.
+
+    Exits with argparse's usage message and code 2 on words no command takes.
+    """
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unrecognised = parser.parse_known_args(argv)
+    rest = take_overrides(args, unrecognised)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.debug = debug
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_command_line(list(sys.argv[1:] if argv is None else argv))
     if not getattr(args, "func", None):
-        parser.print_help()
+        build_parser().print_help()
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")

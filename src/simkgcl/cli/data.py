@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from simkgcl.cli.options import add_json_option
+from simkgcl.data.options import (
+    DEFAULT_EVAL_ARGS,
+    DEFAULT_SEED,
+    DEFAULT_VALID_RATIO,
+    KG_ID_SPACES,
+    LAYOUTS,
+    SPLIT_ORDERS,
+)
 from simkgcl.errors import ConfigError
 
 
@@ -23,13 +32,13 @@ def _threshold(text: str | None) -> dict | None:
 def _add_reading_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
-        choices=("atomic", "kgat", "kgcn"),
+        choices=LAYOUTS,
         help="force a reader instead of detecting the layout from the file names",
     )
     parser.add_argument(
         "--kg-id-space",
-        choices=("shared", "separate"),
-        default="shared",
+        choices=KG_ID_SPACES,
+        default=KG_ID_SPACES[0],
         help="integer KG files: 'shared' (item i is entity i, kg_final.txt) or 'separate' "
         "(heads are items, tails have their own ids, KGCL kg.txt); default shared",
     )
@@ -63,7 +72,7 @@ def _stats(args: argparse.Namespace) -> int:
     from simkgcl.data.stats import format_stats
 
     dataset = _load(args)
-    eval_args = {"split": {"RS": list(args.split)}, "order": args.order, "group_by": "user"}
+    eval_args = {"split": {"RS": list(args.split)}, "order": args.order}
     split = split_dataset(
         dataset,
         eval_args=eval_args,
@@ -104,25 +113,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--split",
         nargs="+",
         type=float,
-        default=[0.8, 0.1, 0.1],
+        default=DEFAULT_EVAL_ARGS["split"]["RS"],
         metavar="RATIO",
-        help="RS ratios per user when the files define no split (default 0.8 0.1 0.1)",
+        help="RS ratios per user when the files define no split (default %(default)s)",
     )
-    stats.add_argument("--order", choices=("RO", "TO"), default="RO", help="random or time order")
-    stats.add_argument("--seed", type=int, default=2020, help="split seed (default 2020)")
+    stats.add_argument("--order", choices=SPLIT_ORDERS, default=DEFAULT_EVAL_ARGS["order"],
+                       help="random or time order (default %(default)s)")
+    stats.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                       help="split seed (default %(default)s)")
     stats.add_argument(
         "--valid-ratio",
         type=float,
-        default=0.1,
+        default=DEFAULT_VALID_RATIO,
         help="share of each user's training items used for validation when the files give "
-        "only train and test (default 0.1)",
+        "only train and test (default %(default)s; 0: no validation part)",
     )
     stats.add_argument(
         "--valid-on-test",
         action="store_true",
         help="validate on the test set when there is no validation part (as the seed did)",
     )
-    stats.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_json_option(stats, "the statistics")
     stats.set_defaults(func=_stats)
 
     convert = data_sub.add_parser(

@@ -7,21 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+from simkgcl.cli.options import add_json_option, positive_int
 from simkgcl.errors import ConfigError
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _port(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
     return value
@@ -32,10 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                          description="Print the top-k items (original ids) for one user.")
     rec.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (or its artifact/)")
     rec.add_argument("--user", required=True, metavar="TOKEN", help="original user id")
-    rec.add_argument("--k", type=_positive_int, default=20, help="how many items (default 20)")
+    rec.add_argument("--k", type=positive_int, default=20, help="how many items (default 20)")
     rec.add_argument("--include-seen", action="store_true",
                      help="also rank the user's training items (left out by default)")
-    rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json_option(rec, "the items")
     rec.set_defaults(func=cmd_recommend)
 
     exp = sub.add_parser("export", help="top-k for every user to CSV or Parquet",
@@ -43,10 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "(user, rank, item, score), streamed in user batches.")
     exp.add_argument("run_dir", metavar="RUN_DIR")
     exp.add_argument("--out", required=True, metavar="FILE", help="output .csv or .parquet")
-    exp.add_argument("--k", type=_positive_int, default=20, help="items per user (default 20)")
+    exp.add_argument("--k", type=positive_int, default=20, help="items per user (default 20)")
     exp.add_argument("--users", metavar="FILE",
                      help="text file with one user token per line (default: every user)")
-    exp.add_argument("--batch-size", type=_positive_int, default=1024, metavar="N",
+    exp.add_argument("--batch-size", type=positive_int, default=1024, metavar="N",
                      help="users scored at once; memory is about N x n_items x 4 bytes "
                           "(default 1024)")
     exp.add_argument("--include-seen", action="store_true",
@@ -59,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--host", default="127.0.0.1",
                      help="interface to listen on (default 127.0.0.1: this machine only)")
     srv.add_argument("--port", type=_port, default=8000, help="default 8000")
-    srv.add_argument("--max-batch-users", type=_positive_int, default=1000, metavar="N",
+    srv.add_argument("--max-batch-users", type=positive_int, default=1000, metavar="N",
                      help="most users in one POST /v1/recommendations (default 1000)")
     srv.add_argument("--log-level", default="info",
                      choices=["critical", "error", "warning", "info", "debug"])

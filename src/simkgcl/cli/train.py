@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
+from simkgcl.cli.options import add_config_options, add_json_option, config_from_args, print_keys
 from simkgcl.errors import ConfigError
-
-if TYPE_CHECKING:
-    from simkgcl.config import Config
 
 
 def metrics_table(columns: Mapping[str, Mapping[str, float]]) -> str:
@@ -42,13 +39,16 @@ def _train(args: argparse.Namespace) -> int:
     from simkgcl.training.run import resume_run, train
 
     if args.resume:
-        if args.config or args.dataset or args.model or args.seeds:
+        if args.config or args.dataset or args.model or args.seeds or args.list_keys:
             raise ConfigError("--resume takes the run's saved config; --config, --dataset, "
-                              "--model and --seeds cannot be combined with it (key=value for "
-                              "epochs etc. can)")
+                              "--model, --seeds and --list-keys cannot be combined with it "
+                              "(key=value for epochs etc. can)")
         result = resume_run(args.resume, overrides=args.overrides)
     else:
         config = config_from_args(args)
+        if args.list_keys:
+            print_keys(config)
+            return 0
         if args.seeds:
             return _train_seeds(config, args)
         result = train(config)
@@ -119,39 +119,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The Config a command line asks for: --config files, --dataset/--model, key=value."""
-    from simkgcl.config import Config
-
-    values = {}
-    if args.dataset:
-        values["dataset"] = args.dataset
-    if args.model:
-        values["model"] = args.model
-    return Config(values, files=args.config or (), overrides=args.overrides)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model and test it (no arguments: the default model on the bundled data)",
         description="Train a model with early stopping on validation, test the best model, and "
         "write a run folder. Settings: built-in defaults <- model defaults <- --config files "
-        "(in order) <- --dataset/--model <- key=value overrides (values are read as YAML; "
-        "dotted keys such as eval_args.order=TO reach into mappings).",
+        "(in order) <- --dataset/--model <- key=value overrides. --list-keys shows every key "
+        "the model takes, with its allowed values.",
     )
-    p.add_argument("--config", action="append", metavar="FILE",
-                   help="YAML config file (repeatable; later files win)")
-    p.add_argument("--dataset", metavar="PATH_OR_NAME",
-                   help="dataset folder or bundled dataset name (default lastfm-kg)")
-    p.add_argument("--model", metavar="NAME", help="model to train (default simkgcl)")
+    add_config_options(p)
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run exactly where its last checkpoint left it")
     p.add_argument("--seeds", metavar="S1,S2,...",
                    help="train once per seed (e.g. 2020,2021,2022) and print the mean ± sample "
                    "std of every metric; the runs and summary.json go into one folder")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_json_option(p)
     p.set_defaults(func=_train)
 
     e = sub.add_parser(
@@ -163,5 +146,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--split", choices=("valid", "test"), default="test")
     e.add_argument("--device", help="override the saved device (auto | cpu | cuda | cuda:N)")
-    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_json_option(e, "the metrics")
     e.set_defaults(func=_evaluate)

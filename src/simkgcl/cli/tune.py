@@ -6,6 +6,14 @@ import argparse
 import json
 import logging
 
+from simkgcl.cli.options import (
+    add_config_options,
+    add_json_option,
+    config_from_args,
+    positive_int,
+    print_keys,
+)
+
 _TRAINING_LOGGERS = ("simkgcl.training", "simkgcl.data", "simkgcl.models", "simkgcl.evaluation")
 
 
@@ -17,13 +25,15 @@ class _QuietTraining(logging.Filter):
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from simkgcl.cli.train import config_from_args
     from simkgcl.tuning.report import format_trials_table
     from simkgcl.tuning.search import require_optuna, tune
     from simkgcl.tuning.space import load_space
 
-    require_optuna()  # fail before any data is read
     base = config_from_args(args)
+    if args.list_keys:
+        print_keys(base)
+        return 0
+    require_optuna()  # fail before any data is read
     space = load_space(args.space)
 
     quiet = _QuietTraining()
@@ -72,14 +82,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "trials.csv, best.yaml (for simkgcl train --config) and summary.json with the test "
         "metrics of the best trial only.",
     )
-    p.add_argument("--config", action="append", metavar="FILE",
-                   help="base YAML config file (repeatable; later files win)")
+    add_config_options(p, "base")
     p.add_argument("--space", required=True, metavar="FILE",
                    help="search space YAML: key: {type: float|int|categorical, low, high, log, "
                    "step, choices}")
-    p.add_argument("--dataset", metavar="PATH_OR_NAME", help="dataset folder or bundled name")
-    p.add_argument("--model", metavar="NAME", help="model to tune")
-    p.add_argument("--trials", type=int, default=20, metavar="N",
+    p.add_argument("--trials", type=positive_int, default=20, metavar="N",
                    help="finished (completed or pruned) trials the study should hold, counting "
                    "earlier sessions and other workers (default 20)")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
@@ -97,9 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-prune", action="store_true", help="never prune: train every trial out")
     p.add_argument("--prune-warmup", type=int, default=10, metavar="EPOCHS",
                    help="epochs before a trial may be pruned (default 10; slow starters need it)")
-    p.add_argument("--top", type=int, default=20, metavar="N",
+    p.add_argument("--top", type=positive_int, default=20, metavar="N",
                    help="rows of the ranked table to print (default 20; all in trials.csv)")
     p.add_argument("--verbose", action="store_true", help="show each trial's training log lines")
-    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="base config overrides")
+    add_json_option(p, "the outcome")
     p.set_defaults(func=_tune)

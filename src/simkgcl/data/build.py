@@ -17,6 +17,7 @@ import pandas as pd
 
 from simkgcl.data.dataset import Interactions, KnowledgeDataset, Split
 from simkgcl.data.io import natural_order
+from simkgcl.data.options import check_threshold
 from simkgcl.data.readers import InteractionPart, RawData
 from simkgcl.errors import ConfigError, InputError
 
@@ -40,13 +41,10 @@ def factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _apply_threshold(parts: list[InteractionPart], threshold: dict | None, report: dict) -> None:
     """RecBole-style ``threshold: {rating: 4}``: keep rows whose column is >= the value."""
+    threshold = check_threshold("threshold", threshold)
     if not threshold:
         return
-    if len(threshold) != 1:
-        raise ConfigError(f"threshold takes one column, e.g. {{rating: 4}}; got {threshold}")
     ((column, value),) = threshold.items()
-    if column not in ("rating", "timestamp"):
-        raise ConfigError(f"threshold column must be 'rating' (or 'timestamp'), got {column!r}")
     dropped = 0
     for part in parts:
         values = part.ratings if column == "rating" else part.timestamps

@@ -7,8 +7,14 @@ from pathlib import Path
 
 from simkgcl.data.build import build_dataset
 from simkgcl.data.dataset import KnowledgeDataset
+from simkgcl.data.options import (
+    DEFAULT_DATASET,
+    check_benchmark_filename,
+    check_kg_id_space,
+    check_layout,
+    check_threshold,
+)
 from simkgcl.data.readers import (
-    LAYOUTS,
     detect_layout,
     list_files,
     read_atomic_folder,
@@ -20,8 +26,6 @@ from simkgcl.errors import ConfigError, InputError
 log = logging.getLogger(__name__)
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
-DEFAULT_DATASET = "lastfm-kg"
-KG_ID_SPACES = ("shared", "separate")
 
 
 def bundled_names() -> list[str]:
@@ -66,19 +70,15 @@ def load_dataset(
     own ids, KGCL ``kg.txt``). ``threshold`` keeps rows with e.g. ``rating >= 4``.
     ``benchmark_filename`` names the split files, e.g. ``["train", "valid", "test"]``.
     """
-    if format is not None and format not in LAYOUTS:
-        raise ConfigError(f"unknown data format {format!r}; expected one of {', '.join(LAYOUTS)}")
-    if kg_id_space not in KG_ID_SPACES:
-        raise ConfigError(
-            f"unknown kg_id_space {kg_id_space!r}; expected one of {', '.join(KG_ID_SPACES)}"
-        )
+    format = check_layout("data_format", format)
+    kg_id_space = check_kg_id_space("kg_id_space", kg_id_space)
+    threshold = check_threshold("threshold", threshold)
+    benchmark_filename = check_benchmark_filename("benchmark_filename", benchmark_filename)
     folder = resolve_dataset_path(path)
     if not folder.is_dir():
         raise InputError("expected a dataset folder, found something else", folder)
     files = list_files(folder)
     layout = format or detect_layout(folder, files)
-    if benchmark_filename is not None and not isinstance(benchmark_filename, (list, tuple)):
-        raise ConfigError(f"benchmark_filename must be a list, got {benchmark_filename!r}")
     if layout == "atomic":
         raw = read_atomic_folder(folder, files, benchmark_filename)
     elif layout == "kgat":

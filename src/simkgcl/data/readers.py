@@ -14,9 +14,8 @@ import numpy as np
 import pandas as pd
 
 from simkgcl.data.io import read_atomic, read_int_table, read_user_lines
-from simkgcl.errors import ConfigError, InputError
-
-LAYOUTS = ("atomic", "kgat", "kgcn")
+from simkgcl.data.options import check_benchmark_filename
+from simkgcl.errors import InputError
 
 EXPECTED_LAYOUTS = (
     "RecBole atomic files '<name>.inter' (or '<name>.train.inter' + '<name>.test.inter') "
@@ -135,7 +134,7 @@ def read_atomic_folder(
 
     part_order: list[str]
     if benchmark_filename:
-        part_order = [str(p) for p in benchmark_filename]
+        part_order = check_benchmark_filename("benchmark_filename", benchmark_filename)
     elif f"{name}.train.inter" in files or f"{name}.test.inter" in files:
         part_order = [p for p in ("train", "valid", "test") if f"{name}.{p}.inter" in files]
         if "train" not in part_order or "test" not in part_order:
@@ -150,7 +149,6 @@ def read_atomic_folder(
     columns = ("user_id", "item_id")
     optional = ("rating", "timestamp")
     if part_order:
-        _check_part_order(part_order)
         raw.part_order = part_order
         for role, part in _roles(raw, part_order):
             path = _require(folder, files, f"{name}.{part}.inter", "atomic benchmark")
@@ -201,16 +199,6 @@ def _atomic_part(role: str, frame: pd.DataFrame, path: Path) -> InteractionPart:
     )
 
 
-def _check_part_order(part_order: list[str]) -> None:
-    if len(part_order) not in (2, 3):
-        raise ConfigError(
-            f"benchmark_filename must list 2 (train, test) or 3 (train, valid, test) parts, "
-            f"got {part_order}"
-        )
-    if part_order[0] in part_order[1:]:
-        raise ConfigError(f"benchmark_filename reuses the training part: {part_order}")
-
-
 def _roles(raw: RawData, part_order: list[str]) -> list[tuple[str, str]]:
     """(role, part name) pairs to read; a validation part equal to the test part is read once."""
     if len(part_order) == 3 and part_order[1] == part_order[2]:
@@ -228,8 +216,10 @@ def read_kgat_folder(
     folder: Path, files: dict[str, Path], kg_id_space: str, benchmark_filename: list[str] | None
 ) -> RawData:
     """KGAT layout: ``train.txt``/``test.txt`` (a line per user) and ``kg_final.txt``/``kg.txt``."""
-    part_order = [str(p) for p in benchmark_filename] if benchmark_filename else ["train", "test"]
-    _check_part_order(part_order)
+    part_order = check_benchmark_filename("benchmark_filename", benchmark_filename) or [
+        "train",
+        "test",
+    ]
     raw = RawData(name=folder.name, layout="kgat", parts=[], part_order=part_order)
     raw.kg_id_space = kg_id_space
     empty_lines = 0
@@ -261,17 +251,14 @@ def _read_int_kg(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def read_kgcn_folder(folder: Path, files: dict[str, Path], kg_id_space: str) -> RawData:
-    """KGCN layout: ``ratings_final.txt`` (user item label; label 1 kept) and ``kg_final.txt``."""
+    """KGCN layout: ``ratings_final.txt`` (user item label) and ``kg_final.txt``.
+
+    Label-1 rows are kept; label-0 rows (KGCN's sampled negatives) are counted and dropped; any
+    other label ("-1", "2", "1.0") is an error at its line.
+    """
     path = _require(folder, files, "ratings_final.txt", "KGCN")
-    table = read_int_table(path, 3, "user item label")
+    table = read_int_table(path, 3, "user item label", label_column=2)
     labels = table[:, 2]
-    bad = np.flatnonzero(labels > 1)
-    if bad.size:
-        raise InputError(
-            f"expected label 0 or 1 in column 3 of 'user item label', found {int(labels[bad[0]])}",
-            path,
-            _nth_data_line(path, int(bad[0])),
-        )
     positive = labels == 1
     raw = RawData(name=folder.name, layout="kgcn", parts=[])
     raw.kg_id_space = kg_id_space
@@ -286,16 +273,3 @@ def read_kgcn_folder(folder: Path, files: dict[str, Path], kg_id_space: str) -> 
     else:
         raw.warnings.append(f"no knowledge graph (kg_final.txt) in {folder}")
     return raw
-
-
-def _nth_data_line(path: Path, row: int) -> int:
-    """1-based line number of the ``row``-th non-blank line (0-based)."""
-    from simkgcl.data.io import read_bytes
-
-    seen = -1
-    for number, raw in enumerate(read_bytes(path).split(b"\n"), start=1):
-        if raw.strip():
-            seen += 1
-            if seen == row:
-                return number
-    return row + 1

@@ -16,46 +16,25 @@ file order), so the latest go to test. Each part keeps the dataset's row order.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 
 import numpy as np
 
 from simkgcl.data.dataset import Interactions, KnowledgeDataset, Split
+from simkgcl.data.options import (
+    DEFAULT_SEED,
+    DEFAULT_VALID_RATIO,
+    check_eval_args,
+    check_valid_ratio,
+)
 from simkgcl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EVAL_ARGS: dict = {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user"}
 TEST_AS_VALID_WARNING = (
     "validating on the test set (valid_on_test / benchmark [train, test, test]): model "
     "selection and early stopping then see the test set, so test figures are optimistic"
 )
-
-
-def parse_ratios(eval_args: Mapping) -> list[float]:
-    """The RS ratios of ``eval_args``, checked: 2 or 3 non-negative numbers summing to 1."""
-    split = eval_args.get("split", DEFAULT_EVAL_ARGS["split"])
-    if not isinstance(split, Mapping) or list(split) != ["RS"]:
-        raise ConfigError(
-            f"eval_args.split must be {{RS: [train, valid, test]}} (ratio split), got {split!r}"
-        )
-    ratios = split["RS"]
-    if not isinstance(ratios, (list, tuple)) or len(ratios) not in (2, 3):
-        raise ConfigError(f"eval_args.split.RS must list 2 or 3 ratios, got {ratios!r}")
-    try:
-        values = [float(r) for r in ratios]
-    except (TypeError, ValueError):
-        raise ConfigError(f"eval_args.split.RS ratios must be numbers, got {ratios!r}") from None
-    if any(not math.isfinite(r) or r < 0 for r in values) or values[0] <= 0:
-        raise ConfigError(
-            f"eval_args.split.RS ratios must be >= 0 with a positive training ratio, got {values}"
-        )
-    if abs(sum(values) - 1.0) > 1e-6:
-        raise ConfigError(
-            f"eval_args.split.RS ratios must sum to 1, got {values} (sum {sum(values):.6g})"
-        )
-    return values
 
 
 def per_user_counts(sizes: np.ndarray, ratios: list[float]) -> np.ndarray:
@@ -120,8 +99,8 @@ def split_dataset(
     ds: KnowledgeDataset,
     *,
     eval_args: Mapping | None = None,
-    seed: int = 2020,
-    valid_ratio: float = 0.1,
+    seed: int = DEFAULT_SEED,
+    valid_ratio: float = DEFAULT_VALID_RATIO,
     valid_on_test: bool = False,
 ) -> Split:
     """Train/valid/test split of ``ds`` (RecBole ``eval_args``), the same for the same seed.
@@ -133,15 +112,9 @@ def split_dataset(
     training row are dropped and counted in ``Split.notes``; items seen only outside training
     are kept and counted.
     """
-    eval_args = dict(DEFAULT_EVAL_ARGS if eval_args is None else eval_args)
-    order = str(eval_args.get("order", "RO"))
-    group_by = eval_args.get("group_by", "user")
-    if group_by in ("none", "None", ""):
-        group_by = None
-    if group_by not in ("user", None):
-        raise ConfigError(f"eval_args.group_by must be 'user' or none, got {group_by!r}")
-    if not 0.0 <= float(valid_ratio) < 1.0:
-        raise ConfigError(f"valid_ratio must be in [0, 1), got {valid_ratio}")
+    eval_args = check_eval_args("eval_args", eval_args)
+    valid_ratio = check_valid_ratio("valid_ratio", valid_ratio)
+    order, group_by = eval_args["order"], eval_args["group_by"]
     rng = np.random.default_rng(seed)
     notes: dict[str, int | str] = {}
     valid_is_test = False
@@ -157,7 +130,7 @@ def split_dataset(
         notes["method"] = str(fixed.notes.get("source", "fixed split from the files"))
         needs_valid = len(valid) == 0 and not valid_is_test
     else:
-        ratios = parse_ratios(eval_args)
+        ratios = eval_args["split"]["RS"]
         parts = ratio_split(
             ds.interactions, ratios, order=order, group_by=group_by, rng=rng, name=ds.name
         )

@@ -3,7 +3,8 @@
 Importing this package does not need optuna; running a search does (a ConfigError says so).
 """
 
-from simkgcl.tuning.search import TuneResult, tune
+from simkgcl.tuning.report import TuneResult
+from simkgcl.tuning.search import tune
 from simkgcl.tuning.space import SearchSpace, load_space, parse_space
 
 __all__ = ["SearchSpace", "TuneResult", "load_space", "parse_space", "tune"]

@@ -1,4 +1,8 @@
-"""What a search leaves behind: ranked trial table, best config, summary, history plot."""
+"""What a search leaves behind: ranked trial table, best config, summary, history plot.
+
+The search (:mod:`simkgcl.tuning.search`) imports this module, never the reverse: the result it
+hands over (:class:`TuneResult`) and the names of the files are defined here.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,48 @@ import io
 import json
 import logging
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import yaml
 
+from simkgcl.config import Config
 from simkgcl.training.checkpoint import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from simkgcl.tuning.search import TuneResult
+from simkgcl.tuning.space import RUN_SPECIFIC_KEYS
 
 logger = logging.getLogger("simkgcl.tuning")
+
+TRIALS_CSV = "trials.csv"
+BEST_YAML = "best.yaml"
+SUMMARY_JSON = "summary.json"
+HISTORY_PNG = "history.png"
+
+
+@dataclass
+class TuneResult:
+    """Outcome of a search (the study may hold trials of earlier sessions and other workers)."""
+
+    study_name: str
+    storage: str
+    out_dir: Path
+    direction: str
+    valid_metric: str
+    best_trial: int
+    best_value: float
+    best_params: dict[str, Any]
+    best_config: Config
+    best_run_dir: Path
+    test: dict[str, float]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    trials_this_session: int = 0
+
+
+def run_config_dict(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config without the run-specific keys (what best.yaml holds)."""
+    return {k: v for k, v in dict(config).items() if k not in RUN_SPECIFIC_KEYS}
 
 _STATE_ORDER = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "fail": 4}
 
@@ -117,8 +152,6 @@ def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 def best_yaml(result: TuneResult) -> str:
     """The best trial's full config without run-specific keys, ready for ``simkgcl train``."""
-    from simkgcl.tuning.search import run_config_dict
-
     head = (f"# best trial {result.best_trial} of study {result.study_name!r}: "
             f"valid {result.valid_metric} = {result.best_value:.4f}\n"
             f"# searched: {', '.join(f'{k}={v!r}' for k, v in result.best_params.items())}\n"
@@ -168,8 +201,6 @@ def plot_history(rows: Sequence[dict[str, Any]], path: Any, valid_metric: str,
 
 def write_reports(study: Any, result: TuneResult) -> None:
     """trials.csv, best.yaml, summary.json and history.png in ``result.out_dir``."""
-    from simkgcl.tuning.search import BEST_YAML, HISTORY_PNG, SUMMARY_JSON, TRIALS_CSV
-
     keys = list(study.user_attrs.get("space", {}).keys()) or list(result.best_params)
     rows = trial_rows(study, keys)
     result.rows = rows

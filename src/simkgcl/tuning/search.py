@@ -22,7 +22,6 @@ import math
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +38,15 @@ from simkgcl.training.run import (
     train,
 )
 from simkgcl.training.trainer import TrainingDiverged
-from simkgcl.tuning.space import SearchSpace
+from simkgcl.tuning.report import TuneResult, run_config_dict, write_reports
+from simkgcl.tuning.space import RUN_SPECIFIC_KEYS, SearchSpace
 
 logger = logging.getLogger("simkgcl.tuning")
 
-# Keys that say where and how a run executes, not what it learns: not part of best.yaml and not
-# compared when a stored study is resumed.
-RUN_SPECIFIC_KEYS = ("checkpoint_dir", "show_progress", "device")
 # Keys that change the data a run sees (trials that share them share one loaded dataset).
 DATA_KEYS = ("dataset", "data_format", "kg_id_space", "threshold", "kg_reverse_r",
              "benchmark_filename", "valid_ratio", "valid_on_test", "eval_args", "seed")
 STUDY_FILE = "study.db"
-TRIALS_CSV = "trials.csv"
-BEST_YAML = "best.yaml"
-SUMMARY_JSON = "summary.json"
-HISTORY_PNG = "history.png"
 TRIALS_DIR = "trials"
 _STORAGE_ATTEMPTS = 5
 
@@ -66,31 +59,6 @@ def require_optuna() -> Any:
         raise ConfigError("hyper-parameter search needs optuna: pip install 'simkgcl[tune]' "
                           f"(or pip install optuna) ({exc})") from None
     return optuna
-
-
-@dataclass
-class TuneResult:
-    """Outcome of a search (the study may hold trials of earlier sessions and other workers)."""
-
-    study_name: str
-    storage: str
-    out_dir: Path
-    direction: str
-    valid_metric: str
-    best_trial: int
-    best_value: float
-    best_params: dict[str, Any]
-    best_config: Config
-    best_run_dir: Path
-    test: dict[str, float]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    trials_this_session: int = 0
-
-
-def run_config_dict(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config without the run-specific keys (what best.yaml holds)."""
-    return {k: v for k, v in dict(config).items() if k not in RUN_SPECIFIC_KEYS}
 
 
 def default_study_name(base: Config, space: SearchSpace) -> str:
@@ -302,8 +270,6 @@ def tune(
     Writes ``trials.csv``, ``best.yaml``, ``summary.json`` and ``history.png`` into ``out_dir``.
     """
     optuna = require_optuna()
-    from simkgcl.tuning.report import write_reports
-
     if n_trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {n_trials}")
     if prune_warmup < 0 or prune_startup_trials < 0:
@@ -360,5 +326,6 @@ def tune(
     return result
 
 
-__all__ = ["PruningCallback", "TuneResult", "default_study_name", "make_objective",
-           "make_storage", "open_study", "require_optuna", "run_config_dict", "tune"]
+__all__ = ["RUN_SPECIFIC_KEYS", "PruningCallback", "TuneResult", "default_study_name",
+           "make_objective", "make_storage", "open_study", "require_optuna", "run_config_dict",
+           "tune"]

@@ -24,14 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simkgcl.config import Config, available_keys, read_yaml_file
+from simkgcl.config import Config, available_keys
 from simkgcl.errors import ConfigError
+from simkgcl.yaml_input import read_yaml_file
 
 PARAM_TYPES = ("float", "int", "categorical")
+# Keys that say where and how a run executes, not what it learns: not part of best.yaml and not
+# compared when a stored study is resumed.
+RUN_SPECIFIC_KEYS = ("checkpoint_dir", "show_progress", "device")
 # Keys a search must not vary: what is compared (objective), what is searched on, and where the
 # trials write. One study = one model on one dataset with one objective.
 FORBIDDEN_KEYS = frozenset({"model", "dataset", "valid_metric", "valid_metric_bigger",
-                            "checkpoint_dir", "show_progress", "device"})
+                            *RUN_SPECIFIC_KEYS})
 _SPEC_FIELDS = {
     "float": {"type", "low", "high", "log", "step"},
     "int": {"type", "low", "high", "log", "step"},
