@@ -270,3 +270,27 @@ def test_a_run_killed_before_its_first_checkpoint_starts_afresh(tmp_path: Path) 
     assert Path(outcome.run_dir).parent == Path(job.folder)
     assert execute(job).status == "skipped"
     assert sorted(os.listdir(job.folder)) == sorted([Path(outcome.run_dir).name, ".lock"])
+
+
+SHIPPED = sorted((HERE.parents[1] / "configs" / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_every_shipped_experiment_file_loads(path: Path) -> None:
+    if not (HERE.parents[2] / "shared" / "splits").is_dir():
+        pytest.skip("../shared/splits is not beside this checkout")
+    experiment = load_experiment(path)
+    jobs = plan(experiment, Path("unused"))
+    assert {d.label for d in experiment.datasets} == {"lastfm-kg", "ml-100k"}
+    assert len(jobs) == len(experiment.models) * 2 * 3
+    assert experiment.baseline == "lightgcn" and experiment.significance_metric == "NDCG@20"
+
+
+def test_a_label_takes_its_model_from_its_config_file(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text("model: lightgcn\nn_layers: 1\n")
+    spec = write_experiment(tmp_path, "datasets: {tiny: tiny}\nseeds: [3]\nmodels:\n"
+                            "  mine: {config: mine.yaml, settings: {epochs: 2}}\n")
+    (job,) = plan(load_experiment(spec), tmp_path / "out")
+    assert (job.label, job.config["model"], job.config["n_layers"], job.config["epochs"],
+            job.config["seed"]) == ("mine", "lightgcn", 1, 2, 3)
+    assert job.folder == str(tmp_path / "out" / "runs" / "tiny" / "mine" / "seed-3")

@@ -14,7 +14,8 @@
 
 Relative paths are read from the experiment file's folder (so the file works from any working
 directory); ``{dataset}`` in a config path is replaced by the dataset's label, for per-dataset
-tuned configs. A model label that is a model name needs no ``model:``.
+tuned configs. The model a label trains is its ``model:``, else the label itself when it is a
+model name, else the ``model:`` its config files set.
 
 One run's settings, lowest precedence first: built-in defaults, the model's defaults, the model's
 config files, the shared ``settings``, the dataset's ``settings``, the model's ``settings``, and
@@ -32,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from simkgcl.config import Config
+from simkgcl.config import Config, read_yaml_file
 from simkgcl.data.loader import bundled_names
 from simkgcl.errors import ConfigError
 from simkgcl.training.multiseed import parse_seeds
@@ -174,17 +175,31 @@ class _Reader:
         from simkgcl.models import available_models
 
         entry = self.mapping(value or {}, f"model {label!r}", MODEL_KEYS, "models", label)
-        name = entry.get("model", label)
-        if not isinstance(name, str) or name.lower() not in available_models():
-            raise self.error(f"model {label!r}: {name!r} is not a model name (available: "
-                             f"{', '.join(available_models())}); set model: NAME", "models", label)
         configs = entry.get("config") or []
         configs = [configs] if isinstance(configs, str) else configs
         if not isinstance(configs, list) or not all(isinstance(c, str) for c in configs):
             raise self.error(f"model {label!r}: config: expected a file or a list of files",
                              "models", label, "config")
-        return ModelEntry(label, name.lower(), tuple(str(self.local_path(c)) for c in configs),
+        paths = tuple(str(self.local_path(c)) for c in configs)
+        name = entry.get("model") or (label if label.lower() in available_models()
+                                      else self.model_in_configs(label, paths))
+        if not isinstance(name, str) or name.lower() not in available_models():
+            raise self.error(f"model {label!r}: {name!r} is not a model name (available: "
+                             f"{', '.join(available_models())}); set model: NAME", "models", label)
+        return ModelEntry(label, name.lower(), paths,
                           self.settings(entry.get("settings"), "models", label, "settings"))
+
+    def model_in_configs(self, label: str, paths: tuple[str, ...]) -> str:
+        """The ``model:`` its config files set (the last one wins), else the label itself."""
+        name = label
+        for path in paths:
+            file = Path(path.replace("{dataset}", "*"))
+            for found in sorted(file.parent.glob(file.name))[:1]:
+                try:
+                    name = (read_yaml_file(found) or {}).get("model", name)
+                except ConfigError as exc:
+                    raise self.error(f"model {label!r}: {exc}", "models", label, "config") from exc
+        return name
 
     def named_entries(self, doc: dict[str, Any], key: str) -> dict[str, Any]:
         value = doc.get(key)
