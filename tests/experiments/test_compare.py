@@ -18,7 +18,7 @@ from conftest import SETTINGS, write_experiment
 
 from simkgcl.cli import main
 from simkgcl.config import Config
-from simkgcl.experiments.runner import available_cores, execute, plan
+from simkgcl.experiments.runner import available_cores, execute, plan, run_experiment
 from simkgcl.experiments.spec import load_experiment
 from simkgcl.experiments.stats import holm, stars
 
@@ -119,6 +119,10 @@ def test_a_rerun_skips_every_finished_run(tiny_experiment: Path, capsys) -> None
     assert "4 runs: 4 skipped" in capsys.readouterr().out
     assert stamps == {key: (_run_dir(out, *key) / "results.json").stat().st_mtime_ns
                       for key in RUNS}
+    session = run_experiment(load_experiment(spec), out, progress=True)  # the bar, drawn
+    assert [o.status for o in session.outcomes] == ["skipped"] * 4
+    err = capsys.readouterr().err
+    assert "compare: 100%" in err and "4/4" in err
 
 
 def test_a_run_made_with_other_settings_is_refused(tiny_experiment: Path, capsys) -> None:
@@ -281,8 +285,8 @@ def test_every_shipped_experiment_file_loads(path: Path) -> None:
         pytest.skip("../shared/splits is not beside this checkout")
     experiment = load_experiment(path)
     jobs = plan(experiment, Path("unused"))
-    assert {d.label for d in experiment.datasets} == {"lastfm-kg", "ml-100k"}
-    assert len(jobs) == len(experiment.models) * 2 * 3
+    assert {d.label for d in experiment.datasets} <= {"lastfm-kg", "ml-100k"}
+    assert len(jobs) == len(experiment.models) * len(experiment.datasets) * len(experiment.seeds)
     assert experiment.baseline == "lightgcn" and experiment.significance_metric == "NDCG@20"
 
 
@@ -294,3 +298,17 @@ def test_a_label_takes_its_model_from_its_config_file(tmp_path: Path) -> None:
     assert (job.label, job.config["model"], job.config["n_layers"], job.config["epochs"],
             job.config["seed"]) == ("mine", "lightgcn", 1, 2, 3)
     assert job.folder == str(tmp_path / "out" / "runs" / "tiny" / "mine" / "seed-3")
+
+
+def test_the_eta_counts_each_remaining_run_at_its_own_models_pace(tmp_path: Path) -> None:
+    from simkgcl.experiments.runner import RunJob, RunOutcome, _Progress
+
+    jobs = [RunJob("d", label, seed, str(tmp_path), {}) for label in ("fast", "slow")
+            for seed in (1, 2, 3)]
+    for workers, expected in ((1, 2 * 10 + 2 * 100), (2, (2 * 10 + 2 * 100) / 2)):
+        bar = _Progress(jobs, total=8, enabled=False, workers=workers)  # 2 were done before
+        assert bar.eta_seconds() is None  # nothing timed yet
+        bar.done(RunOutcome(jobs[0], "trained", seconds=10.0))
+        bar.done(RunOutcome(jobs[3], "trained", seconds=100.0))
+        assert bar.finished == 4 and bar.eta_seconds() == pytest.approx(expected)
+        bar.close()

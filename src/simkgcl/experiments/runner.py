@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import shutil
 import sys
@@ -222,23 +221,37 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes}m{seconds:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
 class _Progress:
     """Overall progress: a bar with ETA on a terminal, one line per finished run otherwise."""
 
-    def __init__(self, jobs: Sequence[RunJob], done: int, enabled: bool, workers: int):
-        self.total = len(jobs)
-        self.finished = done
+    def __init__(self, pending: Sequence[RunJob], total: int, enabled: bool, workers: int):
+        self.total = total
+        self.finished = total - len(pending)
         self.workers = workers
-        self.durations: list[float] = []
+        self.left = list(pending)  # runs this session still has to finish
+        self.durations: dict[str, list[float]] = {}  # per model label
         self.running: dict[str, str] = {}
-        self.bar = tqdm(total=self.total, initial=done, unit="run", desc="compare",
+        self.bar = tqdm(total=total, initial=self.finished, unit="run", desc="compare",
                         dynamic_ncols=True, disable=not enabled, file=sys.stderr)
 
     def eta_seconds(self) -> float | None:
-        if not self.durations:
+        """Seconds left: each remaining run costs the mean time of the same model's runs this
+        session (models differ by orders of magnitude), else of all runs; over the workers."""
+        every = [d for ds in self.durations.values() for d in ds]
+        if not every:
             return None
-        left = self.total - self.finished
-        return sum(self.durations) / len(self.durations) * math.ceil(left / self.workers)
+        overall = sum(every) / len(every)
+        total = sum(sum(self.durations[j.label]) / len(self.durations[j.label])
+                    if self.durations.get(j.label) else overall for j in self.left)
+        return total / min(self.workers, max(1, len(self.left)))
 
     def show_running(self) -> None:
         self.bar.set_postfix_str(", ".join(f"{n} {s}".strip() for n, s in self.running.items()),
@@ -251,11 +264,14 @@ class _Progress:
     def done(self, outcome: RunOutcome) -> None:
         self.running.pop(outcome.job.name, None)
         self.finished += 1
-        if outcome.status in ("trained", "resumed"):
-            self.durations.append(outcome.seconds)
-        eta = self.eta_seconds()
+        if outcome.job in self.left:
+            self.left.remove(outcome.job)
+        if outcome.status == "trained":  # a resumed run's time says little about a full one
+            self.durations.setdefault(outcome.job.label, []).append(outcome.seconds)
+        eta = self.eta_seconds() if self.left else None
         line = (f"[{self.finished}/{self.total}] {outcome.job.name}: {outcome.status} in "
-                f"{outcome.seconds:.0f}s" + (f"; about {eta / 60:.1f} min left" if eta else "")
+                f"{_duration(outcome.seconds)}"
+                + (f"; about {_duration(eta)} left" if eta is not None else "")
                 + (f" ({outcome.message})" if outcome.message else ""))
         if self.bar.disable:
             logger.info("%s", line)
@@ -294,7 +310,7 @@ def _run_all(experiment: Experiment, out: Path, planned: list[RunJob],
                 experiment.name, len(planned), len(planned) - len(pending), len(pending),
                 f"{jobs} at a time" if jobs > 1 else "one at a time")
     enabled = sys.stderr.isatty() if progress is None else progress
-    bar = _Progress(planned, len(planned) - len(pending), enabled, max(1, jobs))
+    bar = _Progress(pending, len(planned), enabled, max(1, jobs))
     try:
         if jobs == 1:
             for job in pending:

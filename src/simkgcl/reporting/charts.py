@@ -109,7 +109,12 @@ def learning_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for ax in list(axes.flat)[len(panels):]:
             ax.set_visible(False)
-        handles, labels = axes.flat[0].get_legend_handles_labels()
+        legend: dict[str, Any] = {}  # every model, whichever panels it appears in
+        for ax in axes.flat:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                legend.setdefault(label, handle)
+        labels = [lb for lb in histories if lb in legend]
+        handles = [legend[lb] for lb in labels]
         fig.legend(handles, labels, loc="upper center", ncol=min(6, len(labels)),
                    bbox_to_anchor=(0.5, 1.02), frameon=False)
         fig.tight_layout(rect=(0, 0, 1, 0.94))
