@@ -3,7 +3,7 @@
 A knowledge graph is meant to help the users the interaction graph knows little about, so an
 average over all users can hide what matters. Two groupings are reported:
 
-* **fixed edges** (config ``user_groups``, default ``[1, 3, 5, 10, 20, 50]``): upper bounds,
+* **fixed edges** (config ``user_groups``, default ``[1, 3, 5, 10, 20, 50]``, see config.py): upper bounds,
   inclusive, giving the groups ≤1, 2–3, 4–5, 6–10, 11–20, 21–50, >50. The same bounds on every
   dataset make groups comparable across datasets; the default separates the one-interaction
   users from those with a handful (≤5 is the usual "cold user" cut) and is the grouping the
@@ -30,9 +30,6 @@ from typing import Any
 import numpy as np
 
 from simkgcl.evaluation.per_user import PerUserMetrics
-
-DEFAULT_EDGES = (1, 3, 5, 10, 20, 50)
-DEFAULT_QUANTILES = 5
 
 
 @dataclass(frozen=True)

@@ -106,12 +106,3 @@ class PerUserMetrics:
                            values={n: data[n] for n in names}, n_train=data["n_train"])
         except (OSError, ValueError, KeyError) as exc:
             raise ArtifactError(f"{p}: cannot read per-user metrics ({exc})") from exc
-
-    def aligned(self, other: PerUserMetrics) -> tuple[np.ndarray, np.ndarray]:
-        """Row indices ``(mine, theirs)`` of the users both hold, in token order."""
-        common, mine, theirs = np.intersect1d(np.asarray(self.users).astype(str),
-                                              np.asarray(other.users).astype(str),
-                                              assume_unique=True, return_indices=True)
-        del common
-        return mine, theirs
-

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from simkgcl.config import BASE_SPECS
 from simkgcl.errors import ArtifactError
 from simkgcl.evaluation.groups import (
     UserGroup,
@@ -129,10 +130,10 @@ def dataset_groups(runs: Sequence[RunRecord], reference: str) -> dict[str, list[
     ref = [r for r in with_users if r.label == reference] or with_users
     config = ref[0].config
     out: dict[str, list[UserGroup]] = {}
-    edges = config.get("user_groups", [1, 3, 5, 10, 20, 50])
+    edges = config.get("user_groups", BASE_SPECS["user_groups"].default)
     if edges:
         out["edges"] = groups_from_edges(edges)
-    q = int(config.get("user_group_quantiles", 5))
+    q = int(config.get("user_group_quantiles", BASE_SPECS["user_group_quantiles"].default))
     if q >= 2:
         counts = np.concatenate([np.asarray(r.per_user.n_train) for r in ref])
         out["quantiles"] = quantile_groups(counts, q)
