@@ -138,6 +138,21 @@ def _clip_grad_norm(key: str, value: Any) -> dict[str, float] | None:
     return out
 
 
+_GROUP_EDGES = ("a list of increasing non-negative integers (inclusive upper bounds of the user "
+                "groups by training interactions), e.g. [1, 3, 5, 10, 20, 50]; [] for none")
+
+
+@allows(_GROUP_EDGES)
+def _group_edges(key: str, value: Any) -> list[int]:
+    allowed = _GROUP_EDGES
+    if not isinstance(value, list):
+        raise fail(key, value, allowed)
+    edges = [as_int(key, v, allowed) for v in value]
+    if any(e < 0 for e in edges) or any(a >= b for a, b in zip(edges, edges[1:], strict=False)):
+        raise fail(key, value, allowed)
+    return edges
+
+
 @allows("a folder of data files or a bundled dataset name")
 def _dataset(key: str, value: Any) -> str:
     if value is None:
@@ -206,6 +221,16 @@ BASE_SPECS: dict[str, KeySpec] = {
     "topk": KeySpec([10, 20, 50], _topk, "cut-offs K"),
     "valid_metric": KeySpec("NDCG@20", _valid_metric, "metric for early stopping"),
     "valid_metric_bigger": KeySpec(True, boolean, "whether a bigger valid_metric is better"),
+    # user groups (simkgcl.evaluation.groups): reported for the test split only
+    "test_per_user": KeySpec(True, boolean,
+                             "keep every test user's metrics (test_per_user.npz, paired by user "
+                             "token) and report them by user group in results.json and the log"),
+    "user_groups": KeySpec([1, 3, 5, 10, 20, 50], _group_edges,
+                           "inclusive upper bounds of the user groups by training interactions "
+                           "(default: ≤1, 2–3, 4–5, 6–10, 11–20, 21–50, >50)"),
+    "user_group_quantiles": KeySpec(5, int_in(0),
+                                    "also group the test users by quantiles of their training "
+                                    "interactions (5 = quintiles; 0 or 1 = off)"),
     "eval_batch_size": KeySpec(4_096_000, int_in(1),
                                "score cells (users x items) per evaluation batch: the memory "
                                "budget; users per batch = eval_batch_size // n_items"),

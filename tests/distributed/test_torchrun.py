@@ -84,3 +84,18 @@ def test_metrics_match_one_process_with_the_global_batch(ddp_run, tmp_path: Path
     assert ddp_losses == pytest.approx([r["loss"] for r in single.history], rel=1e-5)
     # and the model did learn (so agreement is not that of two untrained models)
     assert single.test["Recall@20"] > 0.05
+
+
+def test_the_per_user_file_holds_every_test_user_not_one_ranks_share(ddp_run) -> None:
+    import numpy as np
+
+    _, runs = ddp_run
+    run = next(runs.iterdir())
+    results = json.loads((run / "results.json").read_text())
+    with np.load(run / "test_per_user.npz", allow_pickle=False) as raw:
+        users = raw["user"].tolist()
+        means = {m: float(raw[m].mean()) for m in raw["metrics"]}
+    assert len(users) == len(set(users)) == sum(r["n_users"]
+                                                for r in results["test_groups"]["edges"])
+    assert means == pytest.approx(results["test"], rel=1e-9)
+    assert len(users) > 1500  # lastfm-kg's ~1.9k test users, from both ranks

@@ -17,6 +17,8 @@ _COMMAND_MODULES = (
     "simkgcl.cli.train",
     "simkgcl.cli.tune",
     "simkgcl.cli.serve",
+    "simkgcl.cli.compare",
+    "simkgcl.cli.report",
 )
 
 

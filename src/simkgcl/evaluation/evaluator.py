@@ -10,6 +10,10 @@ reused at every validation.
 
 With ``world_size > 1`` each rank evaluates its contiguous share of the users and the sums are
 all-reduced, so every rank returns the same metrics as one process would.
+
+Per-user values (for user groups and paired significance tests) come from the same pass through
+:meth:`Evaluator.evaluate_per_user`; the plain :meth:`Evaluator.evaluate` that validation calls
+every epoch never keeps them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from torch import Tensor
 from simkgcl.data.dataset import Interactions
 from simkgcl.errors import ConfigError
 from simkgcl.evaluation.metrics import RANKING_METRICS, per_user_metrics
+from simkgcl.evaluation.per_user import PerUserMetrics
 from simkgcl.models.base import Recommender
 
 
@@ -147,14 +152,13 @@ class Evaluator:
 
     def evaluate(self, model: Recommender, task: RankingTask) -> dict[str, float]:
         """Metrics of ``model`` on ``task``; its final embeddings are computed once."""
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                user_emb, item_emb = model.final_embeddings()
-        finally:
-            model.train(was_training)
-        return self.evaluate_embeddings(user_emb, item_emb, task)
+        return self.evaluate_embeddings(*_final_embeddings(model), task)
+
+    def evaluate_per_user(self, model: Recommender,
+                          task: RankingTask) -> tuple[dict[str, float], PerUserMetrics]:
+        """:meth:`evaluate` plus every evaluated user's value of each ranking metric (one pass;
+        under DDP every rank receives all users)."""
+        return self.evaluate_embeddings_per_user(*_final_embeddings(model), task)
 
     def _batches(self, task: RankingTask, user_emb: Tensor, item_emb: Tensor):
         """Yield (start, end, top item ids, hits) for each batch of evaluation rows."""
@@ -179,6 +183,30 @@ class Evaluator:
     def evaluate_embeddings(self, user_emb: Tensor, item_emb: Tensor,
                             task: RankingTask) -> dict[str, float]:
         """Metrics for scores ``user_emb @ item_emb.T`` (tables already on the device)."""
+        return self._evaluate(user_emb, item_emb, task, None)
+
+    def evaluate_embeddings_per_user(
+            self, user_emb: Tensor, item_emb: Tensor,
+            task: RankingTask) -> tuple[dict[str, float], PerUserMetrics]:
+        """:meth:`evaluate_embeddings` plus the per-user values behind its averages."""
+        parts: list[dict[str, Tensor]] = []
+        metrics = self._evaluate(user_emb, item_emb, task, parts)
+        names = [f"{m}@{k}" for m in self.metrics if m in RANKING_METRICS for k in self.topk]
+        values = {n: torch.cat([p[n] for p in parts]).cpu().numpy() if parts
+                  else np.zeros(0) for n in names}
+        per_user = PerUserMetrics(users=task.users.cpu().numpy(),
+                                  n_heldout=task.n_pos.cpu().numpy(), values=values)
+        if self.world_size > 1 and torch.distributed.is_available() and \
+                torch.distributed.is_initialized():
+            shares: list[PerUserMetrics | None] = [None] * self.world_size
+            torch.distributed.all_gather_object(shares, per_user)  # ranks hold contiguous shares
+            per_user = PerUserMetrics.concat([s for s in shares if s is not None])
+        return metrics, per_user
+
+    def _evaluate(self, user_emb: Tensor, item_emb: Tensor, task: RankingTask,
+                  keep: list[dict[str, Tensor]] | None) -> dict[str, float]:
+        """Averages over the task's users; ``keep`` (a list) receives each batch's per-user
+        values."""
         user_emb = user_emb.to(self.device)
         item_emb = item_emb.to(self.device)
         ranking = [m for m in self.metrics if m in RANKING_METRICS]
@@ -191,6 +219,8 @@ class Evaluator:
             if ranking:
                 values = per_user_metrics(hits, task.n_pos[start:end], ranking, self.topk)
                 sums += torch.stack([values[n].sum() for n in names])
+                if keep is not None:
+                    keep.append(values)
             if covered is not None:
                 for j, k in enumerate(self.topk):
                     covered[j, top_items[:, :k].reshape(-1)] = True
@@ -220,3 +250,14 @@ class Evaluator:
         if not parts:
             return torch.zeros(0, self.max_k, dtype=torch.long, device=self.device)
         return torch.cat(parts)
+
+
+def _final_embeddings(model: Recommender) -> tuple[Tensor, Tensor]:
+    """The model's scoring tables, computed in eval mode without gradients."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model.final_embeddings()
+    finally:
+        model.train(was_training)

@@ -5,7 +5,8 @@
 ``evaluate_run(run_dir)`` reloads the best checkpoint and recomputes a split's metrics.
 
 The run folder holds ``config.yaml`` (the resolved config), ``train.log``, ``metrics.jsonl`` (one
-line per epoch), ``checkpoints/{best,last}.pt``, ``results.json`` and ``artifact/``.
+line per epoch), ``checkpoints/{best,last}.pt``, ``results.json`` (with the test metrics by
+user group), ``test_per_user.npz`` (every test user's metrics) and ``artifact/``.
 
 Launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment), a run joins the process group
 (NCCL on CUDA, each process on ``cuda:LOCAL_RANK``; gloo on CPU) and trains data-parallel: every
@@ -38,6 +39,8 @@ from simkgcl.config import Config
 from simkgcl.data.dataset import KnowledgeDataset, Split
 from simkgcl.errors import ArtifactError, ConfigError
 from simkgcl.evaluation.evaluator import Evaluator
+from simkgcl.evaluation.groups import breakdown, format_groups
+from simkgcl.evaluation.per_user import PerUserMetrics
 from simkgcl.graph import build_graph
 from simkgcl.memory import peak_rss_mb
 from simkgcl.models import get_model_class
@@ -52,6 +55,7 @@ CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"
 LOG_FILE = "train.log"
 METRICS_FILE = "metrics.jsonl"
+PER_USER_FILE = "test_per_user.npz"  # every test user's metrics (simkgcl.evaluation.per_user)
 # Keys that may change when a run is resumed without breaking what was computed so far.
 RESUMABLE_OVERRIDES = frozenset({"epochs", "stopping_step", "stopping_warmup", "time_budget",
                                  "show_progress", "device", "eval_batch_size", "threads"})
@@ -455,11 +459,17 @@ def _run_threads_set(config: Config, *, data, callbacks, resume_dir: Path | None
             logger.info("no best checkpoint (no validation ran): the last model is kept")
         test: dict[str, float] = {}
         test_seconds = 0.0
+        per_user: PerUserMetrics | None = None
         logger.info("best valid: %s", format_metrics(state.best_valid))
         if evaluate_test:
             test_task = evaluator.task(split.test, _test_exclusions(config, split))
             t0 = time.perf_counter()
-            test = evaluator.evaluate(model, test_task)
+            if config["test_per_user"]:
+                test, per_user = evaluator.evaluate_per_user(model, test_task)
+                per_user = per_user.labelled(dataset.user_tokens, split.train.users,
+                                             dataset.n_users)
+            else:
+                test, per_user = evaluator.evaluate(model, test_task), None
             test_seconds = time.perf_counter() - t0
             logger.info("test:       %s", format_metrics(test))
 
@@ -491,6 +501,9 @@ def _run_threads_set(config: Config, *, data, callbacks, resume_dir: Path | None
                 "device": str(device),
                 "world_size": world_size,
             }
+            if per_user is not None:
+                per_user.save(run_dir / PER_USER_FILE)
+                summary["test_groups"] = _log_groups(per_user, config)
             atomic_write_bytes(run_dir / RESULTS_FILE,
                                (json.dumps(summary, indent=2) + "\n").encode())
             model.eval()
@@ -505,6 +518,16 @@ def _run_threads_set(config: Config, *, data, callbacks, resume_dir: Path | None
                           train_users=split.train.users, train_items=split.train.items)
             logger.info("run folder: %s", run_dir)
         return result
+
+
+def _log_groups(per_user: PerUserMetrics, config: Config) -> dict[str, Any]:
+    """Test metrics by user group (``results.json``'s ``test_groups``), also logged."""
+    groups = breakdown(per_user, config["user_groups"], config["user_group_quantiles"])
+    for kind in ("edges", "quantiles"):
+        if kind in groups:
+            logger.info("test by training interactions (%s):\n%s", kind,
+                        format_groups(groups[kind], per_user.metric_names))
+    return groups
 
 
 def evaluate_run(
@@ -566,6 +589,6 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-__all__ = ["RunResult", "evaluate_run", "init_distributed", "load_data", "read_results",
+__all__ = ["PER_USER_FILE", "RunResult", "evaluate_run", "init_distributed", "load_data", "read_results",
            "record_test_metrics", "resolve_device",
            "resume_run", "seed_everything", "train"]

@@ -1,0 +1,1 @@
+"""``simkgcl compare``: experiment files, a resumable runner, summaries and significance tests."""

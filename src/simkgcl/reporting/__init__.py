@@ -1,0 +1,1 @@
+"""``simkgcl report``: a self-contained HTML report (matplotlib charts inlined as SVG)."""
