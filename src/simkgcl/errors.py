@@ -36,3 +36,10 @@ class ArtifactError(SimKGCLError):
 
 class NotFoundError(SimKGCLError):
     """A user or item token that the model does not know."""
+
+
+class OutputError(SimKGCLError, OSError):
+    """A file cannot be written (read-only folder, full disk, a folder in the way).
+
+    Also an ``OSError``, so code that already catches ``OSError`` keeps working.
+    """
