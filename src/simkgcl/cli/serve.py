@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from simkgcl.errors import ConfigError
@@ -85,16 +89,47 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler so that clean-up code runs (not an ``Exception``: nothing
+    may swallow it)."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while the block runs (main thread only).
+
+    By default SIGTERM ends the process at once, leaving the export's temporary file behind;
+    raised as an exception it unwinds through ``atomic_output``, which removes it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        raise _Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from simkgcl.serving.export import export_recommendations, output_format, read_user_list
     from simkgcl.serving.recommend import RecommendationService
 
-    output_format(args.out)  # refuse a bad extension before loading anything
+    output_format(args.out)  # refuse a bad extension or target before loading anything
     service = RecommendationService.from_run_dir(args.run_dir)
     user_ids = read_user_list(args.users, service) if args.users else None
-    summary = export_recommendations(service, args.out, k=args.k, user_ids=user_ids,
-                                     batch_size=args.batch_size,
-                                     include_seen=args.include_seen)
+    try:
+        with _sigterm_raises():
+            summary = export_recommendations(service, args.out, k=args.k, user_ids=user_ids,
+                                             batch_size=args.batch_size,
+                                             include_seen=args.include_seen)
+    except _Terminated:
+        print(f"error: export stopped by SIGTERM; {args.out} left as it was", file=sys.stderr)
+        return 128 + signal.SIGTERM
     note = (f"; {summary.short_users} users had fewer than {summary.k} unseen items"
             if summary.short_users else "")
     print(f"wrote {summary.n_rows} rows ({summary.n_users} users, k={summary.k}) to "
