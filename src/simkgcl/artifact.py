@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from simkgcl.errors import ArtifactError
+from simkgcl.errors import ArtifactError, quoted
 from simkgcl.fileio import atomic_write_bytes, safe_torch_load
 
 FORMAT_VERSION = 1
@@ -38,7 +38,6 @@ TENSOR_FILE = "tensors.pt"
 META_FILE = "meta.json"
 _TENSOR_KEYS = ("user_embeddings", "item_embeddings", "seen_indptr", "seen_indices")
 _META_KEYS = ("model", "dataset", "user_tokens", "item_tokens")
-_SHOWN_CHARS = 40  # a token quoted in an error message is cut to this many characters
 
 
 @dataclass
@@ -75,25 +74,19 @@ class Artifact:
 
 
 
-def _shown(value: object) -> str:
-    """``repr`` of a value for an error message, cut so a huge input never makes a huge error."""
-    text = repr(value)
-    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
-
-
 def _check_tokens(tokens: object, key: str, where: Path) -> list[str]:
     if not isinstance(tokens, list):
         raise ArtifactError(f"{where}: {key} must be a list of strings, got {type(tokens).__name__}")
     for position, token in enumerate(tokens):
         if not isinstance(token, str):
             raise ArtifactError(f"{where}: {key} must be a list of strings (entry {position} is "
-                                f"{_shown(token)})")
+                                f"{quoted(token)})")
     if not tokens:
         raise ArtifactError(f"{where}: {key} is empty")
     if len(set(tokens)) != len(tokens):  # the token -> id map would be ambiguous
         dup = next(tok for tok, n in Counter(tokens).items() if n > 1)
         kind = key.removesuffix("_tokens")
-        raise ArtifactError(f"{where}: {kind} tokens must be unique (token {_shown(dup)} "
+        raise ArtifactError(f"{where}: {kind} tokens must be unique (token {quoted(dup)} "
                             "appears more than once)")
     return tokens
 
@@ -105,7 +98,7 @@ def _check_meta(meta: object, where: Path) -> tuple[int, int]:
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(
-            f"{where}: artifact format version {_shown(version)} is not supported by this simkgcl "
+            f"{where}: artifact format version {quoted(version)} is not supported by this simkgcl "
             f"(reads version {FORMAT_VERSION}); retrain or use a matching simkgcl release"
         )
     missing = [k for k in _META_KEYS if k not in meta]
@@ -114,7 +107,7 @@ def _check_meta(meta: object, where: Path) -> tuple[int, int]:
     for key in ("model", "dataset"):
         if not isinstance(meta[key], str) or not meta[key]:
             raise ArtifactError(f"{where}: {key} must be a non-empty string, got "
-                                f"{_shown(meta[key])}")
+                                f"{quoted(meta[key])}")
     for key in ("config", "metrics"):
         if not isinstance(meta.get(key, {}), dict):
             raise ArtifactError(f"{where}: {key} must be a JSON object, got "

@@ -35,7 +35,9 @@ def test_health_model_and_docs(client: httpx.Client) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/v1/model").json()
     assert info == {"model": "SimKGCL", "dataset": "toy", "n_users": N_USERS, "n_items": N_ITEMS,
-                    "embedding_dim": 8, "test_metrics": {"recall@20": 0.25, "ndcg@20": 0.125}}
+                    "embedding_dim": 8, "test_metrics": {"recall@20": 0.25, "ndcg@20": 0.125},
+                    "limits": {"max_batch_users": MAX_BATCH, "max_results": 100_000,
+                               "max_body_bytes": 1 << 20, "max_concurrent": 2}}
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/recommendations", "/v1/items/{item}/similar"} <= set(paths)

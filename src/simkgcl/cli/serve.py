@@ -12,6 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from simkgcl.errors import ConfigError
+from simkgcl.serving.limits import (
+    DEFAULT_MAX_BATCH_USERS,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_RESULTS,
+    ServingLimits,
+)
 
 
 def _positive_int(text: str) -> int:
@@ -63,8 +70,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--host", default="127.0.0.1",
                      help="interface to listen on (default 127.0.0.1: this machine only)")
     srv.add_argument("--port", type=_port, default=8000, help="default 8000")
-    srv.add_argument("--max-batch-users", type=_positive_int, default=1000, metavar="N",
-                     help="most users in one POST /v1/recommendations (default 1000)")
+    srv.add_argument("--max-batch-users", type=_positive_int, default=DEFAULT_MAX_BATCH_USERS,
+                     metavar="N", help="most users in one POST /v1/recommendations (422 above; "
+                                       f"default {DEFAULT_MAX_BATCH_USERS})")
+    srv.add_argument("--max-results", type=_positive_int, default=DEFAULT_MAX_RESULTS,
+                     metavar="N", help="most rows in one reply, users x k (422 above; default "
+                                       f"{DEFAULT_MAX_RESULTS})")
+    srv.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,
+                     metavar="N", help="largest request body (413 above; default "
+                                       f"{DEFAULT_MAX_BODY_BYTES})")
+    srv.add_argument("--max-concurrent", type=_positive_int, default=DEFAULT_MAX_CONCURRENT,
+                     metavar="N", help="requests scoring at once in worker threads; others "
+                                       f"wait (default {DEFAULT_MAX_CONCURRENT})")
     srv.add_argument("--log-level", default="info",
                      choices=["critical", "error", "warning", "info", "debug"])
     srv.set_defaults(func=cmd_serve)
@@ -148,6 +165,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     art = service.artifact
     print(f"serving {art.model} on {art.dataset} ({service.n_users} users, {service.n_items} "
           f"items) at http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
-    serve(service, host=args.host, port=args.port, log_level=args.log_level,
-          max_batch_users=args.max_batch_users)
+    limits = ServingLimits(max_batch_users=args.max_batch_users, max_results=args.max_results,
+                           max_body_bytes=args.max_body_bytes, max_concurrent=args.max_concurrent)
+    serve(service, host=args.host, port=args.port, log_level=args.log_level, limits=limits)
     return 0
