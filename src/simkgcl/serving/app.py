@@ -24,6 +24,7 @@ No ``from __future__ import annotations`` here: FastAPI must see the request mod
 built inside :func:`create_app` (their limits depend on the artifact), as real classes.
 """
 
+import gc
 import importlib
 import json
 import logging
@@ -254,10 +255,12 @@ def create_app(service: RecommendationService, *, limits: ServingLimits | None =
             lists = service.recommend_many(body.users, body.k,
                                            include_seen=not body.exclude_seen,
                                            chunk_users=SCORE_CHUNK_USERS)
-            return _json_bytes({"results": [
-                {"user": u, "k": body.k, "exclude_seen": body.exclude_seen, "items": _items(lst)}
-                for u, lst in zip(body.users, lists, strict=True)
-            ]})
+            # One small dumps per user, not one for the whole reply: a single C call would hold
+            # the GIL (and so stall /health) for as long as the largest reply takes to render.
+            parts = [_json_bytes({"user": u, "k": body.k, "exclude_seen": body.exclude_seen,
+                                  "items": _items(lst)})
+                     for u, lst in zip(body.users, lists, strict=True)]
+            return b'{"results":[' + b",".join(parts) + b"]}"
 
         return await off_loop(work)
 
@@ -282,4 +285,10 @@ def serve(service: RecommendationService, *, host: str = "127.0.0.1", port: int 
     app = create_app(service, limits=limits)
     import uvicorn
 
+    # Move everything loaded so far (torch, the artifact's token lists: ~170k objects) out of
+    # the garbage collector's reach: a reply builds ~10^5 small objects, which triggers full
+    # collections, and each traversed them all with the GIL held — a 200-300 ms stall of
+    # /health per large request on lastfm-kg, gone with the freeze (BENCHMARKS.md).
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=host, port=port, log_level=log_level)
