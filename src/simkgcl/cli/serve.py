@@ -12,12 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from simkgcl.errors import ConfigError
-from simkgcl.serving.limits import (
-    DEFAULT_MAX_BATCH_USERS,
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONCURRENT,
-    DEFAULT_MAX_RESULTS,
-    ServingLimits,
+from simkgcl.serving.limits import ServingLimits
+
+# `simkgcl serve` options that fill ServingLimits (defaults are the dataclass's own).
+_LIMIT_OPTIONS = (
+    ("--max-batch-users", "max_batch_users", "most users in one POST /v1/recommendations; 422 "
+                                             "above"),
+    ("--max-results", "max_results", "most rows in one reply, users x k; 422 above"),
+    ("--max-body-bytes", "max_body_bytes", "largest request body; 413 above"),
+    ("--max-concurrent", "max_concurrent", "requests scoring at once in worker threads; the "
+                                           "others wait"),
 )
 
 
@@ -70,18 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--host", default="127.0.0.1",
                      help="interface to listen on (default 127.0.0.1: this machine only)")
     srv.add_argument("--port", type=_port, default=8000, help="default 8000")
-    srv.add_argument("--max-batch-users", type=_positive_int, default=DEFAULT_MAX_BATCH_USERS,
-                     metavar="N", help="most users in one POST /v1/recommendations (422 above; "
-                                       f"default {DEFAULT_MAX_BATCH_USERS})")
-    srv.add_argument("--max-results", type=_positive_int, default=DEFAULT_MAX_RESULTS,
-                     metavar="N", help="most rows in one reply, users x k (422 above; default "
-                                       f"{DEFAULT_MAX_RESULTS})")
-    srv.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,
-                     metavar="N", help="largest request body (413 above; default "
-                                       f"{DEFAULT_MAX_BODY_BYTES})")
-    srv.add_argument("--max-concurrent", type=_positive_int, default=DEFAULT_MAX_CONCURRENT,
-                     metavar="N", help="requests scoring at once in worker threads; others "
-                                       f"wait (default {DEFAULT_MAX_CONCURRENT})")
+    for flag, field, text in _LIMIT_OPTIONS:
+        default = getattr(ServingLimits, field)
+        srv.add_argument(flag, type=_positive_int, default=default, metavar="N",
+                         help=f"{text} (default {default})")
     srv.add_argument("--log-level", default="info",
                      choices=["critical", "error", "warning", "info", "debug"])
     srv.set_defaults(func=cmd_serve)
@@ -165,7 +161,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     art = service.artifact
     print(f"serving {art.model} on {art.dataset} ({service.n_users} users, {service.n_items} "
           f"items) at http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
-    limits = ServingLimits(max_batch_users=args.max_batch_users, max_results=args.max_results,
-                           max_body_bytes=args.max_body_bytes, max_concurrent=args.max_concurrent)
+    limits = ServingLimits(**{field: getattr(args, field) for _, field, _ in _LIMIT_OPTIONS})
     serve(service, host=args.host, port=args.port, log_level=args.log_level, limits=limits)
     return 0
