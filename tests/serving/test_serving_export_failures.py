@@ -36,31 +36,38 @@ def assert_one_line_error(stderr: str, *fragments: str) -> None:
         assert fragment in lines[0], stderr
 
 
-def test_out_naming_a_folder(toy_run: ToyRun, tmp_path: Path) -> None:
+def export_in_process(capsys, *args: str | Path) -> tuple[int, str]:
+    """`simkgcl export` through main() (same code path as the command, without the start-up
+    cost of a process); returns the exit code and stderr."""
+    code = main(["export", *map(str, args)])
+    return code, capsys.readouterr().err
+
+
+def test_out_naming_a_folder(toy_run: ToyRun, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "isdir.csv"
     folder.mkdir()
-    result = run_export(toy_run.run_dir, "--out", folder)
-    assert result.returncode == 2
-    assert_one_line_error(result.stderr, f"{folder}: is a folder")
+    code, stderr = export_in_process(capsys, toy_run.run_dir, "--out", folder)
+    assert code == 2
+    assert_one_line_error(stderr, f"{folder}: is a folder")
     assert folder.is_dir() and list(folder.iterdir()) == []
     assert [p.name for p in tmp_path.iterdir()] == ["isdir.csv"]  # no .partial beside it
 
 
-def test_out_under_a_regular_file(toy_run: ToyRun, tmp_path: Path) -> None:
+def test_out_under_a_regular_file(toy_run: ToyRun, tmp_path: Path, capsys) -> None:
     blocker = tmp_path / "notafolder"
     blocker.write_bytes(PREVIOUS)
-    result = run_export(toy_run.run_dir, "--out", blocker / "recs.csv")
-    assert result.returncode == 2
-    assert_one_line_error(result.stderr, "notafolder/recs.csv")
+    code, stderr = export_in_process(capsys, toy_run.run_dir, "--out", blocker / "recs.csv")
+    assert code == 2
+    assert_one_line_error(stderr, "notafolder/recs.csv")
     assert blocker.read_bytes() == PREVIOUS and [p.name for p in tmp_path.iterdir()] == [
         "notafolder"]
 
 
-def test_out_in_a_read_only_folder(toy_run: ToyRun, tmp_path: Path) -> None:
+def test_out_in_a_read_only_folder(toy_run: ToyRun, tmp_path: Path, capsys) -> None:
     folder = unwritable_folder(tmp_path)
-    result = run_export(toy_run.run_dir, "--out", folder / "recs.csv")
-    assert result.returncode == 2
-    assert_one_line_error(result.stderr, "recs.csv: cannot write (Permission denied)")
+    code, stderr = export_in_process(capsys, toy_run.run_dir, "--out", folder / "recs.csv")
+    assert code == 2
+    assert_one_line_error(stderr, "recs.csv: cannot write (Permission denied)")
 
 
 def _limit_file_size() -> None:
@@ -89,9 +96,9 @@ def test_full_disk(toy_run: ToyRun, tmp_path: Path, monkeypatch, capsys, suffix:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", no_space)
-    assert main(["export", str(toy_run.run_dir), "--out", str(target)]) == 2
-    assert_one_line_error(capsys.readouterr().err,
-                          f"{target}: cannot write (No space left on device)")
+    code, stderr = export_in_process(capsys, toy_run.run_dir, "--out", target)
+    assert code == 2
+    assert_one_line_error(stderr, f"{target}: cannot write (No space left on device)")
     assert target.read_bytes() == PREVIOUS
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
 
