@@ -8,25 +8,29 @@ Layout of ``<run_dir>/artifact/``:
 * ``meta.json`` — format version, model and dataset names, resolved config, metrics, and the
   user/item token lists that map internal ids back to the user's original ids.
 
-Both files are written atomically (temporary file + rename) so a crash mid-write never leaves
-a half artifact that looks complete.
+Both files are written with :func:`simkgcl.fileio.atomic_write_bytes` (unique temporary file,
+fsync, rename, folder fsync) so a crash mid-write never leaves a half artifact that looks
+complete. Saving and loading run the same :func:`check_artifact`, so a file that loads is one the
+saver could have written: string tokens, unique per kind; finite float32 embeddings of one
+width whose rows match the token lists; a consistent seen-items index.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from simkgcl.errors import ArtifactError
+from simkgcl.errors import ArtifactError, quoted
+from simkgcl.fileio import atomic_write_bytes, safe_torch_load
 
 FORMAT_VERSION = 1
 ARTIFACT_DIR = "artifact"
@@ -69,20 +73,105 @@ class Artifact:
         return self.seen_indices[self.seen_indptr[user] : self.seen_indptr[user + 1]]
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
-
-def _check_unique(tokens: Sequence[str], kind: str) -> None:
-    """Duplicate tokens would make the token -> id map ambiguous."""
-    if len(set(tokens)) != len(tokens):
+def _check_tokens(tokens: object, key: str, where: Path) -> list[str]:
+    if not isinstance(tokens, list):
+        raise ArtifactError(f"{where}: {key} must be a list of strings, got {type(tokens).__name__}")
+    for position, token in enumerate(tokens):
+        if not isinstance(token, str):
+            raise ArtifactError(f"{where}: {key} must be a list of strings (entry {position} is "
+                                f"{quoted(token)})")
+    if not tokens:
+        raise ArtifactError(f"{where}: {key} is empty")
+    if len(set(tokens)) != len(tokens):  # the token -> id map would be ambiguous
         dup = next(tok for tok, n in Counter(tokens).items() if n > 1)
-        raise ArtifactError(f"{kind} tokens must be unique (token {dup!r} appears more than once)")
+        kind = key.removesuffix("_tokens")
+        raise ArtifactError(f"{where}: {kind} tokens must be unique (token {quoted(dup)} "
+                            "appears more than once)")
+    return tokens
+
+
+def _check_meta(meta: object, where: Path) -> tuple[int, int]:
+    """The description's fields; returns (n_users, n_items)."""
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{where}: not an artifact description (expected a JSON object)")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{where}: artifact format version {quoted(version)} is not supported by this simkgcl "
+            f"(reads version {FORMAT_VERSION}); retrain or use a matching simkgcl release"
+        )
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing:
+        raise ArtifactError(f"{where}: missing fields {missing}")
+    for key in ("model", "dataset"):
+        if not isinstance(meta[key], str) or not meta[key]:
+            raise ArtifactError(f"{where}: {key} must be a non-empty string, got "
+                                f"{quoted(meta[key])}")
+    for key in ("config", "metrics"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise ArtifactError(f"{where}: {key} must be a JSON object, got "
+                                f"{type(meta[key]).__name__}")
+    n_users = len(_check_tokens(meta["user_tokens"], "user_tokens", where))
+    n_items = len(_check_tokens(meta["item_tokens"], "item_tokens", where))
+    return n_users, n_items
+
+
+def _check_embeddings(tensors: Mapping[str, Tensor], where: Path, n_users: int,
+                      n_items: int) -> None:
+    for key, rows in (("user_embeddings", n_users), ("item_embeddings", n_items)):
+        emb = tensors[key]
+        if emb.dtype != torch.float32:
+            raise ArtifactError(f"{where}: {key} must be float32, got {emb.dtype}")
+        if emb.dim() != 2 or emb.shape[1] < 1:
+            raise ArtifactError(f"{where}: {key} must be a 2-D table, got shape "
+                                f"{tuple(emb.shape)}")
+        if emb.shape[0] != rows:
+            raise ArtifactError(f"{where}: {key} has {emb.shape[0]} rows but the token list has "
+                                f"{rows} entries")
+        if not bool(torch.isfinite(emb).all()):
+            bad = int((~torch.isfinite(emb)).any(dim=1).sum())
+            raise ArtifactError(f"{where}: {key} is not finite ({bad} rows hold NaN or "
+                                "infinity); the model diverged or the file was altered")
+    if tensors["user_embeddings"].shape[1] != tensors["item_embeddings"].shape[1]:
+        raise ArtifactError(f"{where}: user and item embeddings differ in width "
+                            f"({tensors['user_embeddings'].shape[1]} vs "
+                            f"{tensors['item_embeddings'].shape[1]})")
+
+
+def _check_seen_index(indptr: Tensor, indices: Tensor, where: Path, n_users: int,
+                      n_items: int) -> None:
+    bad = (
+        indptr.dtype != torch.int64
+        or indices.dtype != torch.int64
+        or indptr.dim() != 1
+        or indices.dim() != 1
+        or indptr.shape[0] != n_users + 1
+        or int(indptr[0]) != 0
+        or int(indptr[-1]) != indices.shape[0]
+        or bool((indptr[1:] < indptr[:-1]).any())
+        or (indices.numel() > 0 and (int(indices.min()) < 0 or int(indices.max()) >= n_items))
+    )
+    if bad:
+        raise ArtifactError(f"{where}: the seen-items index (seen_indptr/seen_indices) "
+                            "is inconsistent")
+
+
+def check_artifact(meta: object, tensors: object, *, meta_path: Path, tensor_path: Path) -> None:
+    """Every rule an artifact obeys; ``save_artifact`` runs it before writing, the loader after
+    reading, so the two can never disagree. Errors name ``meta_path`` or ``tensor_path``."""
+    n_users, n_items = _check_meta(meta, meta_path)
+    if not isinstance(tensors, dict):
+        raise ArtifactError(f"{tensor_path}: expected a dictionary of tensors")
+    missing = [k for k in _TENSOR_KEYS if k not in tensors]
+    if missing:
+        raise ArtifactError(f"{tensor_path}: missing tensors {missing}")
+    for key in _TENSOR_KEYS:
+        if not isinstance(tensors[key], Tensor):
+            raise ArtifactError(f"{tensor_path}: {key!r} is not a tensor")
+    _check_embeddings(tensors, tensor_path, n_users, n_items)
+    _check_seen_index(tensors["seen_indptr"], tensors["seen_indices"], tensor_path, n_users,
+                      n_items)
 
 
 def save_artifact(
@@ -102,25 +191,12 @@ def save_artifact(
     """Write the artifact under ``run_dir/artifact`` and return that folder.
 
     ``train_users``/``train_items`` are the internal ids of the training interactions; they are
-    stored per user so that serving can leave out items a user has already seen.
+    stored per user so that serving can leave out items a user has already seen. Nothing is
+    written unless :func:`check_artifact` accepts the result.
     """
     users_tok = [str(t) for t in user_tokens]
     items_tok = [str(t) for t in item_tokens]
     n_users, n_items = len(users_tok), len(items_tok)
-    _check_unique(users_tok, "user")
-    _check_unique(items_tok, "item")
-    user_emb = user_embeddings.detach().float().cpu().contiguous()
-    item_emb = item_embeddings.detach().float().cpu().contiguous()
-    if user_emb.dim() != 2 or item_emb.dim() != 2 or user_emb.shape[1] != item_emb.shape[1]:
-        raise ArtifactError(
-            f"user/item embeddings must be 2-D with one width, got {tuple(user_emb.shape)} and "
-            f"{tuple(item_emb.shape)}"
-        )
-    if user_emb.shape[0] != n_users or item_emb.shape[0] != n_items:
-        raise ArtifactError(
-            f"embeddings have {user_emb.shape[0]} users x {item_emb.shape[0]} items but the token "
-            f"lists have {n_users} users x {n_items} items"
-        )
     train_u = np.asarray(train_users, dtype=np.int64).reshape(-1)
     train_i = np.asarray(train_items, dtype=np.int64).reshape(-1)
     if train_u.shape != train_i.shape:
@@ -133,8 +209,8 @@ def save_artifact(
     counts = np.bincount(train_u, minlength=n_users)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     tensors = {
-        "user_embeddings": user_emb,
-        "item_embeddings": item_emb,
+        "user_embeddings": user_embeddings.detach().float().cpu().contiguous(),
+        "item_embeddings": item_embeddings.detach().float().cpu().contiguous(),
         "seen_indptr": torch.from_numpy(indptr),
         "seen_indices": torch.from_numpy(np.ascontiguousarray(train_i[order])),
     }
@@ -148,47 +224,13 @@ def save_artifact(
         "item_tokens": items_tok,
     }
     out = Path(run_dir) / ARTIFACT_DIR
+    check_artifact(meta, tensors, meta_path=out / META_FILE, tensor_path=out / TENSOR_FILE)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(out / TENSOR_FILE, lambda fh: torch.save(tensors, fh))
-    _atomic_write_bytes(
-        out / META_FILE, lambda fh: fh.write(json.dumps(meta, default=str).encode())
-    )
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    atomic_write_bytes(out / TENSOR_FILE, buffer.getvalue())
+    atomic_write_bytes(out / META_FILE, json.dumps(meta, default=str).encode())
     return out
-
-
-def _validate_tensors(tensors: object, tensor_path: Path, n_users: int, n_items: int) -> None:
-    """Refuse anything but the expected tensors with consistent shapes (no silent misuse)."""
-    if not isinstance(tensors, dict):
-        raise ArtifactError(f"{tensor_path}: expected a dictionary of tensors")
-    missing = set(_TENSOR_KEYS) - set(tensors)
-    if missing:
-        raise ArtifactError(f"{tensor_path}: missing tensors {sorted(missing)}")
-    for key in _TENSOR_KEYS:
-        if not isinstance(tensors[key], Tensor):
-            raise ArtifactError(f"{tensor_path}: {key!r} is not a tensor")
-    user_emb, item_emb = tensors["user_embeddings"], tensors["item_embeddings"]
-    indptr, indices = tensors["seen_indptr"], tensors["seen_indices"]
-    if user_emb.dim() != 2 or item_emb.dim() != 2 or user_emb.shape[1] != item_emb.shape[1]:
-        raise ArtifactError(f"{tensor_path}: embeddings must be 2-D with the same width")
-    if user_emb.shape[0] != n_users or item_emb.shape[0] != n_items:
-        raise ArtifactError(
-            f"{tensor_path}: embedding sizes ({user_emb.shape[0]} users, {item_emb.shape[0]} "
-            f"items) do not match the token lists ({n_users} users, {n_items} items)"
-        )
-    bad_csr = (
-        indptr.dim() != 1
-        or indptr.shape[0] != n_users + 1
-        or indices.dim() != 1
-        or indptr.dtype != torch.int64
-        or indices.dtype != torch.int64
-        or int(indptr[0]) != 0
-        or int(indptr[-1]) != indices.shape[0]
-        or bool((indptr[1:] < indptr[:-1]).any())
-        or (indices.numel() > 0 and (int(indices.min()) < 0 or int(indices.max()) >= n_items))
-    )
-    if bad_csr:
-        raise ArtifactError(f"{tensor_path}: the seen-items index (seen_indptr/seen_indices) "
-                            "is inconsistent")
 
 
 def load_artifact(run_dir: str | Path) -> Artifact:
@@ -204,33 +246,18 @@ def load_artifact(run_dir: str | Path) -> Artifact:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{meta_path}: not a readable artifact description ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise ArtifactError(f"{meta_path}: not a readable artifact description")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{meta_path}: artifact format version {version!r} is not supported by this simkgcl "
-            f"(reads version {FORMAT_VERSION}); retrain or use a matching simkgcl release"
-        )
-    missing_meta = [k for k in _META_KEYS if k not in meta]
-    if missing_meta:
-        raise ArtifactError(f"{meta_path}: missing fields {missing_meta}")
-    try:
-        tensors = torch.load(tensor_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file or something that is not plain tensors
-        raise ArtifactError(f"{tensor_path}: cannot be loaded safely ({exc})") from exc
-    user_tokens = [str(t) for t in meta["user_tokens"]]
-    item_tokens = [str(t) for t in meta["item_tokens"]]
-    _validate_tensors(tensors, tensor_path, len(user_tokens), len(item_tokens))
+    _check_meta(meta, meta_path)  # before reading tensors: a wrong version fails fast
+    tensors = safe_torch_load(tensor_path)
+    check_artifact(meta, tensors, meta_path=meta_path, tensor_path=tensor_path)
     return Artifact(
-        model=str(meta["model"]),
-        dataset=str(meta["dataset"]),
-        config=meta.get("config") or {},
-        metrics=meta.get("metrics") or {},
-        user_tokens=user_tokens,
-        item_tokens=item_tokens,
-        user_embeddings=tensors["user_embeddings"].float().contiguous(),
-        item_embeddings=tensors["item_embeddings"].float().contiguous(),
+        model=meta["model"],
+        dataset=meta["dataset"],
+        config=meta.get("config", {}),
+        metrics=meta.get("metrics", {}),
+        user_tokens=meta["user_tokens"],
+        item_tokens=meta["item_tokens"],
+        user_embeddings=tensors["user_embeddings"].contiguous(),
+        item_embeddings=tensors["item_embeddings"].contiguous(),
         seen_indptr=tensors["seen_indptr"],
         seen_indices=tensors["seen_indices"],
         path=path,

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+QUOTED_CHARS = 40  # a user-supplied value quoted in an error message is cut to this length
+
+
+def quoted(value: object, limit: int = QUOTED_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message must stay one short line
+    even when the value that caused it is a 50 MB string or a million-element list."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: max(limit - 3, 1)] + "..."
+
 
 class SimKGCLError(Exception):
     """Base class for errors caused by the user's input, not by a bug."""
@@ -36,3 +45,10 @@ class ArtifactError(SimKGCLError):
 
 class NotFoundError(SimKGCLError):
     """A user or item token that the model does not know."""
+
+
+class OutputError(SimKGCLError, OSError):
+    """A file cannot be written (read-only folder, full disk, a folder in the way).
+
+    Also an ``OSError``, so code that already catches ``OSError`` keeps working.
+    """

@@ -63,3 +63,24 @@ def make_toy_run(run_dir: Path, seed: int = 0) -> ToyRun:
         seen[u].add(i)
     return ToyRun(run_dir, user_tokens, item_tokens, user_emb, item_emb, seen)
 
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder in which creating a file really fails for this user.
+
+    chmod does not stop root (tests may run as root), so as root use /sys, where even root
+    cannot create files; skip if neither way works on this machine.
+    """
+    import pytest
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    for candidate in (locked, Path("/sys")):
+        probe = candidate / ".simkgcl-probe"
+        try:
+            probe.touch(exist_ok=False)
+        except OSError:
+            return candidate
+        probe.unlink()
+    pytest.skip("no unwritable folder available on this machine")

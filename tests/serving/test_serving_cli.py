@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from serving_fixtures import ToyRun
 
 
@@ -79,3 +80,21 @@ def test_serve_refuses_missing_run_and_missing_fastapi(tmp_path: Path, monkeypat
     monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the extra were not installed
     assert main(["serve", str(tmp_path)]) == 2
     assert "pip install 'simkgcl[serve]'" in capsys.readouterr().err
+
+
+def test_damaged_artifact_is_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    import torch
+    from serving_fixtures import make_toy_run
+
+    run = make_toy_run(tmp_path / "run")
+    torch.save({"user_embeddings": print}, run.run_dir / "artifact" / "tensors.pt")
+    result = simkgcl("recommend", run.run_dir, "--user", run.user_tokens[0])
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tensors.pt: cannot be loaded safely" in lines[0]
+    assert "weights_only" not in result.stderr and "Traceback" not in result.stderr
+    from simkgcl.cli import main
+    from simkgcl.errors import ArtifactError
+
+    with pytest.raises(ArtifactError):  # --debug lets the error through: a traceback
+        main(["--debug", "recommend", str(run.run_dir), "--user", run.user_tokens[0]])

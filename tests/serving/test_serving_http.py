@@ -17,7 +17,8 @@ MAX_BATCH = 16
 
 @pytest.fixture(scope="module")
 def server(toy_run: ToyRun) -> Iterator[str]:
-    with served(toy_run.run_dir, "--max-batch-users", str(MAX_BATCH)) as base:
+    with served(toy_run.run_dir, "--max-batch-users", str(MAX_BATCH), "--max-results", "500",
+                "--max-body-bytes", "2048", "--max-concurrent", "3") as base:
         yield base
 
 
@@ -35,7 +36,9 @@ def test_health_model_and_docs(client: httpx.Client) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/v1/model").json()
     assert info == {"model": "SimKGCL", "dataset": "toy", "n_users": N_USERS, "n_items": N_ITEMS,
-                    "embedding_dim": 8, "test_metrics": {"recall@20": 0.25, "ndcg@20": 0.125}}
+                    "embedding_dim": 8, "test_metrics": {"recall@20": 0.25, "ndcg@20": 0.125},
+                    "limits": {"max_batch_users": MAX_BATCH, "max_results": 500,
+                               "max_body_bytes": 2048, "max_concurrent": 3}}
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/recommendations", "/v1/items/{item}/similar"} <= set(paths)
@@ -101,3 +104,32 @@ def test_bounded_load_run_has_no_errors(server: str, toy_run: ToyRun) -> None:
     result = run_load(server, plan, concurrency=16)
     assert result.errors == 0, result.error_samples
     assert result.requests == 400 and np.all(result.latencies_ms > 0)
+
+
+def test_limits_from_the_command_line_hold_over_a_real_socket(client, toy_run: ToyRun) -> None:
+    user = toy_run.user_tokens[0]
+    too_big = client.post("/v1/recommendations", json={"users": ["u" * 3000]})
+    assert too_big.status_code == 413 and too_big.json()["error"] == "payload_too_large"
+    assert client.get("/health").status_code == 200  # the server is fine afterwards
+    over = client.post("/v1/recommendations", json={"users": [user] * 9, "k": 60})
+    assert over.status_code == 422 and "500" in over.json()["detail"]
+    assert client.post("/v1/recommendations",
+                       json={"users": [user] * 8, "k": 60}).status_code == 200
+
+
+def test_a_taken_port_is_retried(toy_run: ToyRun, monkeypatch) -> None:
+    """free_port() is bind-then-release: another process may take the port before the server."""
+    import socket
+
+    import simkgcl.serving.loadtest as loadtest
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken])
+        real = loadtest.free_port
+        monkeypatch.setattr(loadtest, "free_port", lambda: next(ports, None) or real())
+        with served(toy_run.run_dir) as base:
+            assert not base.endswith(f":{taken}")
+            assert httpx.get(f"{base}/health", timeout=10).json() == {"status": "ok"}

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from simkgcl.cli.options import add_json_option, positive_int
 from simkgcl.errors import ConfigError
+from simkgcl.serving.limits import ServingLimits
+
+# `simkgcl serve` options that fill ServingLimits (defaults are the dataclass's own).
+_LIMIT_OPTIONS = (
+    ("--max-batch-users", "max_batch_users", "most users in one POST /v1/recommendations; 422 "
+                                             "above"),
+    ("--max-results", "max_results", "most rows in one reply, users x k; 422 above"),
+    ("--max-body-bytes", "max_body_bytes", "largest request body; 413 above"),
+    ("--max-concurrent", "max_concurrent", "requests scoring at once in worker threads; the "
+                                           "others wait"),
+)
 
 
 def _port(text: str) -> int:
@@ -50,8 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--host", default="127.0.0.1",
                      help="interface to listen on (default 127.0.0.1: this machine only)")
     srv.add_argument("--port", type=_port, default=8000, help="default 8000")
-    srv.add_argument("--max-batch-users", type=positive_int, default=1000, metavar="N",
-                     help="most users in one POST /v1/recommendations (default 1000)")
+    for flag, field, text in _LIMIT_OPTIONS:
+        default = getattr(ServingLimits, field)
+        srv.add_argument(flag, type=positive_int, default=default, metavar="N",
+                         help=f"{text} (default {default})")
     srv.add_argument("--log-level", default="info",
                      choices=["critical", "error", "warning", "info", "debug"])
     srv.set_defaults(func=cmd_serve)
@@ -76,16 +93,47 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler so that clean-up code runs (not an ``Exception``: nothing
+    may swallow it)."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while the block runs (main thread only).
+
+    By default SIGTERM ends the process at once, leaving the export's temporary file behind;
+    raised as an exception it unwinds through ``atomic_output``, which removes it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        raise _Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from simkgcl.serving.export import export_recommendations, output_format, read_user_list
     from simkgcl.serving.recommend import RecommendationService
 
-    output_format(args.out)  # refuse a bad extension before loading anything
+    output_format(args.out)  # refuse a bad extension or target before loading anything
     service = RecommendationService.from_run_dir(args.run_dir)
     user_ids = read_user_list(args.users, service) if args.users else None
-    summary = export_recommendations(service, args.out, k=args.k, user_ids=user_ids,
-                                     batch_size=args.batch_size,
-                                     include_seen=args.include_seen)
+    try:
+        with _sigterm_raises():
+            summary = export_recommendations(service, args.out, k=args.k, user_ids=user_ids,
+                                             batch_size=args.batch_size,
+                                             include_seen=args.include_seen)
+    except _Terminated:
+        print(f"error: export stopped by SIGTERM; {args.out} left as it was", file=sys.stderr)
+        return 128 + signal.SIGTERM
     note = (f"; {summary.short_users} users had fewer than {summary.k} unseen items"
             if summary.short_users else "")
     print(f"wrote {summary.n_rows} rows ({summary.n_users} users, k={summary.k}) to "
@@ -104,6 +152,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     art = service.artifact
     print(f"serving {art.model} on {art.dataset} ({service.n_users} users, {service.n_items} "
           f"items) at http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
-    serve(service, host=args.host, port=args.port, log_level=args.log_level,
-          max_batch_users=args.max_batch_users)
+    limits = ServingLimits(**{field: getattr(args, field) for _, field, _ in _LIMIT_OPTIONS})
+    serve(service, host=args.host, port=args.port, log_level=args.log_level, limits=limits)
     return 0

@@ -2,25 +2,28 @@
 
 Only one ``batch x n_items`` score block exists at a time, and each batch is appended to the
 output as soon as it is ranked (CSV rows, or one Parquet row group), so 70k users x 25k items
-runs in bounded memory. The file is written under a temporary name and renamed at the end: an
-interrupted export never leaves a truncated file that looks complete.
+runs in bounded memory. The file is streamed through :func:`simkgcl.fileio.atomic_output`: a
+temporary file beside the target, renamed over it only once complete. Any failure (an exception,
+Ctrl-C, SIGTERM turned into an exception by the CLI, a full disk, a read-only folder, a folder
+at the target) removes the temporary file and leaves the previous file at the target untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from simkgcl.errors import ConfigError, InputError, NotFoundError
+from simkgcl.errors import ConfigError, InputError, NotFoundError, OutputError
+from simkgcl.fileio import atomic_output
 from simkgcl.serving.recommend import RecommendationService
 
 log = logging.getLogger(__name__)
@@ -42,11 +45,17 @@ class ExportSummary:
 
 
 def output_format(path: str | Path) -> str:
-    """``csv`` or ``parquet`` from the file extension; anything else is refused up front."""
-    suffix = Path(path).suffix.lower()
+    """``csv`` or ``parquet`` from the file extension; anything else, or a target that cannot be
+    a file (a folder, a missing folder), is refused before any work."""
+    path = Path(path)
+    suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise ConfigError(f"{path}: cannot tell the output format from the extension "
                           f"{suffix or '(none)'!r}; use .csv or .parquet")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; name a file to write")
+    if not path.parent.exists():
+        raise ConfigError(f"{path}: the folder {path.parent} does not exist")
     return FORMATS[suffix]
 
 
@@ -97,21 +106,19 @@ def read_user_list(path: str | Path, service: RecommendationService) -> list[int
 
 
 class _Writer:
-    """Appends long-format batches to CSV or Parquet."""
+    """Appends long-format batches, as CSV or Parquet, to an open binary file."""
 
-    def __init__(self, path: Path, fmt: str):
-        self.path, self.fmt = path, fmt
+    def __init__(self, sink: IO[bytes], fmt: str):
+        self._sink = sink
         self._parquet: Any = None
-        self._csv: Any = None
         if fmt == "parquet":
             pa, pq = _import_pyarrow()
             self._pa = pa
             self._schema = pa.schema([("user", pa.string()), ("rank", pa.int32()),
                                       ("item", pa.string()), ("score", pa.float32())])
-            self._parquet = pq.ParquetWriter(str(path), self._schema)
+            self._parquet = pq.ParquetWriter(sink, self._schema)
         else:
-            self._csv = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed in close())
-            self._csv.write(",".join(COLUMNS) + "\n")
+            sink.write((",".join(COLUMNS) + "\n").encode())
 
     def write(self, users: np.ndarray, ranks: np.ndarray, items: np.ndarray,
               scores: np.ndarray) -> None:
@@ -124,13 +131,21 @@ class _Writer:
             self._parquet.write_table(table)
         else:
             frame = pd.DataFrame({"user": users, "rank": ranks, "item": items, "score": scores})
-            frame.to_csv(self._csv, header=False, index=False, float_format="%.7g")
+            text = frame.to_csv(None, header=False, index=False, float_format="%.7g",
+                                lineterminator="\n")
+            self._sink.write(text.encode("utf-8"))
 
-    def close(self) -> None:
+    def finish(self) -> None:
+        """Write the Parquet footer (CSV needs nothing); the sink stays open."""
         if self._parquet is not None:
             self._parquet.close()
-        if self._csv is not None:
-            self._csv.close()
+
+    def abandon(self) -> None:
+        """Close quietly after a failure (the file is being discarded), so pyarrow does not
+        try again, noisily, when the writer is garbage-collected after the sink is closed."""
+        if self._parquet is not None:
+            with contextlib.suppress(Exception):
+                self._parquet.close()
 
 
 def export_recommendations(
@@ -158,14 +173,13 @@ def export_recommendations(
     ids = (np.arange(service.n_users, dtype=np.int64) if user_ids is None
            else np.asarray(user_ids, dtype=np.int64))
     user_tokens = np.asarray(service.artifact.user_tokens, dtype=object)
-    if out.parent and not out.parent.exists():
-        raise ConfigError(f"{out}: the folder {out.parent} does not exist")
-    tmp = out.with_name(f".{out.name}.partial")
-    writer = _Writer(tmp, fmt)
     n_rows = short = 0
-    try:
-        with tqdm(total=len(ids), unit="user", desc=f"export {out.name}",
-                  disable=(None if progress is None else not progress)) as bar:
+    with atomic_output(out) as sink, tqdm(
+        total=len(ids), unit="user", desc=f"export {out.name}",
+        disable=(None if progress is None else not progress),
+    ) as bar:
+        writer = _Writer(sink, fmt)
+        try:
             for start in range(0, len(ids), batch_size):
                 batch = ids[start : start + batch_size]
                 top = service.top_k_ids(batch, k, include_seen=include_seen)
@@ -180,12 +194,10 @@ def export_recommendations(
                 )
                 n_rows += int(keep.sum())
                 bar.update(len(batch))
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    writer.close()
-    os.replace(tmp, out)
+        except BaseException:
+            writer.abandon()
+            raise
+        writer.finish()
     if short:
         log.info("%d users have fewer than %d unseen items and got fewer rows", short, k)
     return ExportSummary(path=out, format=fmt, n_users=len(ids), n_rows=n_rows, k=k,

@@ -11,10 +11,12 @@ import contextlib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 from urllib.parse import quote
 
 import numpy as np
@@ -106,49 +108,87 @@ def run_load(base_url: str, plan: list[tuple[str, str, dict | None]], *, concurr
 
 
 def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1 (the OS picks it)."""
+    """A port that was free a moment ago on 127.0.0.1 (the OS picks it; another process may
+    take it before the server binds it, so :func:`served` retries on a taken port)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-@contextlib.contextmanager
-def served(run_dir: str | Path, *extra_args: str, port: int | None = None,
-           startup_timeout: float = 120.0) -> Iterator[str]:
-    """Run `simkgcl serve RUN_DIR` as a real uvicorn subprocess; yield its base URL.
+class _PortTaken(RuntimeError):
+    pass
 
-    Waits until /health answers, and stops the server (SIGTERM, then SIGKILL) on exit.
-    """
+
+def _start_and_wait(run_dir: str | Path, port: int, extra_args: Sequence[str], log: IO[str],
+                    startup_timeout: float) -> subprocess.Popen[str]:
+    """Start `simkgcl serve` and wait for /health; stop it again if it never answers."""
     import httpx
 
-    port = free_port() if port is None else port
     proc = subprocess.Popen(
         [sys.executable, "-m", "simkgcl", "serve", str(run_dir), "--port", str(port),
          "--log-level", "warning", *extra_args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=log, stderr=subprocess.STDOUT, text=True,  # a file, never a pipe that can fill
     )
-    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + startup_timeout
     try:
-        deadline = time.monotonic() + startup_timeout
         while True:
             if proc.poll() is not None:
-                output = proc.stdout.read() if proc.stdout else ""
+                log.seek(0)
+                output = log.read()
+                if "address already in use" in output.lower():
+                    raise _PortTaken(output)
                 raise RuntimeError(f"server exited early (code {proc.returncode}):\n{output}")
             try:
-                if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
-                    break
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2.0).status_code == 200:
+                    return proc
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server did not answer /health within {startup_timeout} s")
             time.sleep(0.2)
-        yield base
-    finally:
+    except BaseException:
+        _stop(proc)
+        raise
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+
+
+@contextlib.contextmanager
+def served_process(run_dir: str | Path, *extra_args: str, port: int | None = None,
+                   startup_timeout: float = 120.0,
+                   attempts: int = 5) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Run `simkgcl serve RUN_DIR` as a real uvicorn subprocess; yield its base URL and process.
+
+    Waits until /health answers, and stops the server (SIGTERM, then SIGKILL) on exit. When no
+    ``port`` is given, a free one is picked, and picked again if another process took it first.
+    """
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
+        for attempt in range(1, attempts + 1):
+            chosen = free_port() if port is None else port
+            log.seek(0)
+            log.truncate()
+            try:
+                proc = _start_and_wait(run_dir, chosen, extra_args, log, startup_timeout)
+                break
+            except _PortTaken:
+                if port is not None or attempt == attempts:
+                    raise
+        try:
+            yield f"http://127.0.0.1:{chosen}", proc
+        finally:
+            _stop(proc)
+
+
+@contextlib.contextmanager
+def served(run_dir: str | Path, *extra_args: str, **options: Any) -> Iterator[str]:
+    """:func:`served_process`, yielding only the base URL."""
+    with served_process(run_dir, *extra_args, **options) as (base, _proc):
+        yield base

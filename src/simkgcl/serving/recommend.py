@@ -7,7 +7,7 @@ HTTP request and a 70k-user export.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from simkgcl.artifact import Artifact, load_artifact
-from simkgcl.errors import ConfigError, NotFoundError
+from simkgcl.errors import ConfigError, NotFoundError, quoted
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,6 @@ class TopK:
     items: np.ndarray  # (batch, k) int64
     scores: np.ndarray  # (batch, k) float32
     counts: np.ndarray  # (batch,) int64
-
-
-def _examples(tokens: Sequence[str], n: int = 3) -> str:
-    return ", ".join(repr(t) for t in tokens[:n])
 
 
 class RecommendationService:
@@ -79,25 +75,29 @@ class RecommendationService:
 
     # ---- token <-> id ---------------------------------------------------------------------
     def user_id(self, token: str) -> int:
-        try:
-            return self._user_ids[str(token)]
-        except KeyError:
-            raise NotFoundError(
-                f"unknown user {str(token)!r}: not among the {self.n_users} users this model was "
-                f"trained on (user tokens look like {_examples(self.artifact.user_tokens)})"
-            ) from None
+        """Internal id of a user token; ``NotFoundError`` (token cut short, no example ids)."""
+        uid = self._user_ids.get(token)
+        if uid is None:
+            raise NotFoundError(f"unknown user {quoted(token)}: not among the {self.n_users} users "
+                                "this model was trained on")
+        return uid
 
     def item_id(self, token: str) -> int:
-        try:
-            return self._item_ids[str(token)]
-        except KeyError:
-            raise NotFoundError(
-                f"unknown item {str(token)!r}: not among the {self.n_items} items this model "
-                f"knows (item tokens look like {_examples(self.artifact.item_tokens)})"
-            ) from None
+        iid = self._item_ids.get(token)
+        if iid is None:
+            raise NotFoundError(f"unknown item {quoted(token)}: not among the {self.n_items} items "
+                                "this model knows")
+        return iid
 
-    def user_ids(self, tokens: Iterable[str]) -> list[int]:
-        return [self.user_id(t) for t in tokens]
+    def user_ids(self, tokens: Sequence[str]) -> list[int]:
+        """Internal ids of several users; an error names the first unknown one and the count."""
+        ids = [self._user_ids.get(t) for t in tokens]
+        unknown = [t for t, uid in zip(tokens, ids, strict=True) if uid is None]
+        if unknown:
+            many = f" (and {len(unknown) - 1} more unknown users)" if len(unknown) > 1 else ""
+            raise NotFoundError(f"unknown user {quoted(unknown[0])}{many}: not among the "
+                                f"{self.n_users} users this model was trained on")
+        return ids  # type: ignore[return-value]  # no None left
 
     def check_k(self, k: int, *, limit: int | None = None) -> int:
         """k must lie in 1..n_items (1..n_items-1 for similar items: the item itself is out)."""
@@ -146,16 +146,21 @@ class RecommendationService:
         """
         return self.recommend_many([user], k, include_seen=include_seen)[0]
 
-    def recommend_many(self, users: Sequence[str], k: int = 20,
-                       *, include_seen: bool = False) -> list[list[ScoredItem]]:
-        """Top-k for several users at once (one list per input token, in input order)."""
+    def recommend_many(self, users: Sequence[str], k: int = 20, *, include_seen: bool = False,
+                       chunk_users: int = 256) -> list[list[ScoredItem]]:
+        """Top-k for several users (one list per input token, in input order).
+
+        Users are scored ``chunk_users`` at a time, so memory is bounded by
+        ``chunk_users x n_items`` scores however many users are asked for.
+        """
         ids = self.user_ids(users)
-        if not ids:
-            self.check_k(k)
-            return []
-        top = self.top_k_ids(ids, k, include_seen=include_seen)
-        return [self._to_scored(top.items[r], top.scores[r], int(top.counts[r]))
-                for r in range(len(ids))]
+        k = self.check_k(k)
+        lists: list[list[ScoredItem]] = []
+        for start in range(0, len(ids), chunk_users):
+            top = self.top_k_ids(ids[start : start + chunk_users], k, include_seen=include_seen)
+            lists += [self._to_scored(top.items[r], top.scores[r], int(top.counts[r]))
+                      for r in range(len(top.counts))]
+        return lists
 
     @torch.no_grad()
     def similar_items(self, item: str, k: int = 20) -> list[ScoredItem]:

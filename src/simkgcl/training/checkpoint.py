@@ -9,7 +9,6 @@ and then renamed over the old file: a crash while saving leaves the previous che
 from __future__ import annotations
 
 import io
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -18,29 +17,9 @@ import numpy as np
 import torch
 
 from simkgcl.errors import ArtifactError
+from simkgcl.fileio import atomic_write_bytes, safe_torch_load
 
 CHECKPOINT_FORMAT = 1
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, never half."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
-    try:  # make the rename itself durable
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -54,10 +33,7 @@ def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") 
     p = Path(path)
     if not p.is_file():
         raise ArtifactError(f"{p}: checkpoint not found")
-    try:
-        data = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated, corrupt, or not a plain-data checkpoint
-        raise ArtifactError(f"{p}: cannot be loaded safely ({exc})") from exc
+    data = safe_torch_load(p, map_location=map_location)
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise ArtifactError(f"{p}: not a simkgcl checkpoint of format {CHECKPOINT_FORMAT}")
     return data
