@@ -205,11 +205,16 @@ class KGIN(Recommender):
             intents = self.intent_embedding.weight.to(table.dtype)
             intent_relations = torch.softmax(
                 self.intent_relation_logits.to(table.dtype), dim=1) @ relations
+            # the users' rows of layer 0 are the user table itself: reading them there, not as
+            # a slice of the layer-0 table, spares a table-sized gradient in the backward
+            users = self.user_embedding.weight.to(table.dtype)
             total: Tensor | None = None
             for hop in range(self.context_hops):
                 layout = kg.layer0 if hop == 0 else kg.slots
                 gathered = layout.gather.matmul(values, table)  # [users; pairs]
-                scale = intent_scale(table[: self.n_users], intents, intent_relations)
+                if hop > 0:
+                    users = table[: self.n_users]
+                scale = intent_scale(users, intents, intent_relations)
                 new = relational_aggregate(gathered, scale, relations, pair_relations,
                                            kg.pair_rels, kg.aggregate, kg.aggregate_values)
                 table = l2_normalize_rows(self._message_dropout(new))
