@@ -12,6 +12,8 @@ import torch
 
 import simkgcl.models.kgin as kgin_module
 from simkgcl.models import get_model_class
+from tests.models.equivalence import assert_terms_and_gradients_close as assert_close_to_reference
+from tests.models.equivalence import kg_params, spy, toy_index
 from tests.models.reference_kgin import KGINDraws
 from tests.models.toy_graph import toy_graph
 
@@ -21,7 +23,6 @@ BATCH = (
     torch.tensor([0, 3, 5, 1, 2]),
     torch.tensor([4, 1, 0, 2, 5]),
 )
-TIGHT = 1e-10  # float64: the fast model and the reference agree to ~1e-15
 TERMS = ("bpr", "reg", "ind")
 
 
@@ -41,9 +42,7 @@ def make_model(**overrides):
 
 def params_of(model) -> dict[str, torch.Tensor]:
     return {
-        "user": model.user_embedding.weight,
-        "entity": model.entity_embedding.weight,
-        "relation": model.relation_embedding.weight,
+        **kg_params(model),
         "intent": model.intent_embedding.weight,
         "intent_logits": model.intent_relation_logits,
     }
@@ -57,17 +56,7 @@ def reference_settings(model) -> dict:
 def assert_terms_and_gradients_close(terms, ref_terms, params) -> None:
     """Equal loss terms and equal gradients of each term for every parameter table."""
     assert set(terms) == set(ref_terms) == set(TERMS)
-    weights = list(params.values())
-    for name in TERMS:
-        torch.testing.assert_close(terms[name], ref_terms[name], atol=TIGHT, rtol=0)
-        grads = torch.autograd.grad(terms[name], weights, retain_graph=True, allow_unused=True)
-        ref_grads = torch.autograd.grad(ref_terms[name], weights, retain_graph=True,
-                                        allow_unused=True)
-        for table, got, want, weight in zip(params, grads, ref_grads, weights, strict=True):
-            got = torch.zeros_like(weight) if got is None else got
-            want = torch.zeros_like(weight) if want is None else want
-            torch.testing.assert_close(got, want, atol=TIGHT, rtol=0,
-                                       msg=lambda m, t=table, n=name: f"{n} / {t}: {m}")
+    assert_close_to_reference(terms, ref_terms, params)
 
 
 @dataclass
@@ -83,48 +72,36 @@ class Draws:
 def recorded_draws(model, monkeypatch: pytest.MonkeyPatch) -> Iterator[Draws]:
     """Record every random draw the model makes (triples, UI entries, message dropout)."""
     draws = Draws()
-    draw_values = model._draw_values
-    keep_mask = kgin_module.keep_mask
-
-    def spy_values(dtype):
-        values = draw_values(dtype)
-        draws.values.append(values.detach().clone())
-        return values
-
-    def spy_mask(*args, **kwargs):
-        mask = keep_mask(*args, **kwargs)
-        draws.message_masks.append(mask.clone())
-        return mask
-
     with monkeypatch.context() as patch:
-        patch.setattr(model, "_draw_values", spy_values)
-        patch.setattr(kgin_module, "keep_mask", spy_mask)
+        spy(patch, model, "_draw_values", lambda values: draws.values.append(
+            values.detach().clone()))
+        spy(patch, kgin_module, "keep_mask", lambda mask: draws.message_masks.append(
+            mask.clone()))
         yield draws
+
+
+def recorded_forwards(model, monkeypatch: pytest.MonkeyPatch, n: int, seed: int) -> Draws:
+    """The draws of ``n`` training-mode forwards (final embeddings) from torch seed ``seed``."""
+    model.train()
+    torch.manual_seed(seed)
+    with recorded_draws(model, monkeypatch) as draws:
+        for _ in range(n):
+            model.final_embeddings()
+    return draws
 
 
 def reference_draws(draws: Draws, forward: int, hops: int, mess_rate: float) -> KGINDraws:
     """Forward number ``forward``'s recorded draws in the reference's terms: original triple
     indices, a dense UI block, message masks by entity id (an active entity's slot)."""
     graph = toy_graph()
-    n_users, n_items, n_entities = graph.n_users, graph.n_items, graph.n_entities
-    triples = list(zip(graph.kg_heads.tolist(), graph.kg_relations.tolist(),
-                       graph.kg_tails.tolist(), strict=True))
-    sorted_triples = sorted(range(len(triples)), key=lambda k: triples[k])
-    pairs = sorted(set(zip(graph.train_users.tolist(), graph.train_items.tolist(), strict=True)))
+    index = toy_index(graph)
     values = draws.values[forward]
-    ui_values, weights = values[: len(pairs)], values[len(pairs):]
-    kept = {sorted_triples[j] for j in torch.nonzero(weights).flatten().tolist()}
-    ui = torch.zeros(n_users, n_items, dtype=torch.float64)
-    for (u, i), value in zip(pairs, ui_values.tolist(), strict=True):
-        ui[u, i] = value
-    active = sorted(set(range(n_items)) | {h for h, _, _ in triples})
-    slot = {e: active.index(e) if e in active else len(active) for e in range(n_entities)}
+    n_pairs = len(index.pairs)
     masks = draws.message_masks[forward * hops:(forward + 1) * hops]
     return KGINDraws(
-        kept_triples=kept,
-        ui=ui,
-        user_masks=[m[:n_users] for m in masks],
-        entity_masks=[torch.stack([m[n_users + slot[e]] for e in range(n_entities)])
-                      for m in masks],
+        kept_triples=index.kept_triples(values[n_pairs:]),
+        ui=index.dense_ui(values[:n_pairs]),
+        user_masks=[m[: graph.n_users] for m in masks],
+        entity_masks=[index.entity_rows(m) for m in masks],
         mess_rate=mess_rate,
     )

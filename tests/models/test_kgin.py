@@ -12,9 +12,9 @@ from simkgcl.config import Config
 from simkgcl.errors import ConfigError
 from simkgcl.models import get_model_class
 from simkgcl.models.ops import independence_loss
+from tests.models.equivalence import TIGHT
 from tests.models.kgin_cases import (
     BATCH,
-    TIGHT,
     assert_terms_and_gradients_close,
     make_model,
     params_of,

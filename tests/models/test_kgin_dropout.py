@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import torch
 
+from tests.models.equivalence import TIGHT, assert_seeded_forward_repeats
 from tests.models.kgin_cases import (
     BATCH,
-    TIGHT,
     assert_terms_and_gradients_close,
     make_model,
     params_of,
     recorded_draws,
+    recorded_forwards,
     reference_draws,
     reference_settings,
 )
@@ -26,11 +27,7 @@ def test_edge_sampling_keeps_the_rate_share_fresh_per_forward_and_reproducibly(m
     """RecBole's ``edge_sampling(rate)`` keeps ``int(n * rate)`` triples, once per forward
     (shared by its hops); a head's kept triples share its mean equally."""
     model = make_model(node_dropout_rate=0.7, context_hops=3)
-    model.train()
-    torch.manual_seed(11)
-    with recorded_draws(model, monkeypatch) as draws:
-        for _ in range(30):
-            model.final_embeddings()
+    draws = recorded_forwards(model, monkeypatch, 30, seed=11)
     assert len(draws.values) == 30  # one draw per forward, not per hop
     n_triples = model.kg.n_triples
     heads = model.kg.triple_head_slots
@@ -46,13 +43,7 @@ def test_edge_sampling_keeps_the_rate_share_fresh_per_forward_and_reproducibly(m
     counts = torch.stack([v[N_PAIRS:] > 0 for v in draws.values]).double().mean(0)
     assert counts.min() > 0.3  # every triple is drawn sometimes (expected share 9/13)
 
-    torch.manual_seed(5)
-    first = model(*BATCH)
-    torch.manual_seed(5)
-    second = model(*BATCH)
-    third = model(*BATCH)
-    assert torch.equal(first["bpr"], second["bpr"])
-    assert not torch.equal(second["bpr"], third["bpr"])
+    assert_seeded_forward_repeats(model, BATCH, "bpr")
 
 
 def test_interaction_dropout_uses_the_message_rate_and_needs_node_dropout(monkeypatch):
@@ -60,11 +51,7 @@ def test_interaction_dropout_uses_the_message_rate_and_needs_node_dropout(monkey
     the node-dropout branch (``node_dropout_rate > 0``) and only when training."""
     full = make_model().ui_values
     model = make_model(node_dropout_rate=1.0, mess_dropout_rate=0.4)  # every triple kept
-    model.train()
-    torch.manual_seed(2)
-    with recorded_draws(model, monkeypatch) as draws:
-        for _ in range(200):
-            model.final_embeddings()
+    draws = recorded_forwards(model, monkeypatch, 200, seed=2)
     ui = torch.stack([v[:N_PAIRS] for v in draws.values])
     kept = ui != 0
     torch.testing.assert_close(ui[kept], (full / 0.6).expand_as(ui)[kept])
@@ -86,11 +73,7 @@ def test_interaction_dropout_uses_the_message_rate_and_needs_node_dropout(monkey
 
 def test_message_dropout_share_and_freshness(monkeypatch):
     model = make_model(mess_dropout_rate=0.25, context_hops=2)
-    model.train()
-    torch.manual_seed(3)
-    with recorded_draws(model, monkeypatch) as draws:
-        for _ in range(20):
-            model.final_embeddings()
+    draws = recorded_forwards(model, monkeypatch, 20, seed=3)
     masks = draws.message_masks
     assert len(masks) == 20 * 2  # one mask per hop, fresh in every hop of every call
     stacked = torch.stack(masks)
