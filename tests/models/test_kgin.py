@@ -56,7 +56,7 @@ def test_entities_without_triples_get_zero_hops_and_users_unit_rows():
     their layer-0 rows; every other hop row is a unit vector."""
     model = make_model(context_hops=1)
     model.eval()
-    total, table0 = model.propagate()
+    total, _, _ = model.propagate()
     n_users = model.n_users
     slots = total[n_users:]
     active = model.kg.active_entities.tolist()

@@ -229,3 +229,23 @@ def test_intent_scale_formula():
     want = torch.stack([1 + affinity[u, 0] * intent_relations[0]
                         + affinity[u, 1] * intent_relations[1] for u in range(4)])
     torch.testing.assert_close(intent_scale(users, intents, intent_relations), want)
+
+
+def test_kg_index_entity_gather_reads_the_entity_table_by_id():
+    """``G`` over entity ids equals the layer-0 ``G`` with its columns mapped back to ids."""
+    graph = toy_graph()
+    users, items = unique_interactions(graph.train_users, graph.train_items, graph.n_items)
+    index = KGIndex(graph, users, items, graph.n_relations + 1)
+    assert index.layer0_order is not None  # entity 8 (no triples) sits after entity 9
+    gather = index.entity_gather()
+    values = torch.rand(gather.nnz, dtype=F64)
+    torch.manual_seed(1)
+    entities = torch.randn(graph.n_entities, 3, dtype=F64)
+    table = torch.cat([torch.randn(graph.n_users, 3, dtype=F64),
+                       index.layer0_entities(entities)])
+    torch.testing.assert_close(gather.matmul(values, entities),
+                               index.layer0.gather.matmul(values, table))
+    dense = gather.to_dense(values)
+    for u, i, v in zip(users.tolist(), items.tolist(), values[: len(users)].tolist(),
+                       strict=True):
+        assert dense[u, i] == v  # a user's row: its items' entity ids

@@ -152,6 +152,8 @@ class KGIN(Recommender):
         host = graph.to("cpu")  # structures are built once on the host; .to(device) moves them
         users, items = unique_interactions(host.train_users, host.train_items, host.n_items)
         self.kg = KGIndex(host, users, items, n_relation_rows)
+        # layer 0 reads the entity table itself (entity-id columns): no node table to build
+        self.entity_gather = self.kg.entity_gather()
         self.n_kept_triples = int(self.kg.n_triples * self.node_dropout_rate)
         self.register_buffer(
             "ui_values", interaction_weights(users, items, self.n_users, self.n_items, "mean"),
@@ -183,44 +185,37 @@ class KGIN(Recommender):
             return rows
         return rows * keep_mask(rows.shape, self.mess_dropout_rate, rows.dtype, rows.device)
 
-    def _layer0_table(self) -> Tensor:
-        """``[users; entities]`` with the entities in layer-0 order (items first)."""
-        entities = self.kg.layer0_entities(self.entity_embedding.weight)
-        return torch.cat([self.user_embedding.weight, entities])
+    def propagate(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(sum of the normalised hops, layer-0 user rows, layer-0 entity rows); dropout on
+        when training.
 
-    def propagate(self) -> tuple[Tensor, Tensor]:
-        """(sum of the normalised hops, layer-0 table); dropout on when training.
-
-        Both are node tables whose first ``U + I`` rows are the users then the items (the sum
-        is a ``[users; slots]`` table, the layer-0 table a ``[users; entities]`` one): a final
-        row is their sum.
+        The sum is a ``[users; slots]`` table whose first ``U + I`` rows are the users then the
+        items; a final row is its row plus the layer-0 row.
         """
         kg = self.kg
-        table0 = self._layer0_table()
-        with torch.autocast(table0.device.type, enabled=False):
-            table = table0 = table0.to(at_least_float32(table0.dtype))
-            values = self._draw_values(table.dtype)
-            relations = self.relation_embedding.weight.to(table.dtype)
+        weight = self.entity_embedding.weight
+        with torch.autocast(weight.device.type, enabled=False):
+            dtype = at_least_float32(weight.dtype)
+            users0 = users = self.user_embedding.weight.to(dtype)
+            entities0 = table = weight.to(dtype)
+            values = self._draw_values(dtype)
+            relations = self.relation_embedding.weight.to(dtype)
             pair_relations = relations.detach().index_select(0, kg.pair_rels)
-            intents = self.intent_embedding.weight.to(table.dtype)
+            intents = self.intent_embedding.weight.to(dtype)
             intent_relations = torch.softmax(
-                self.intent_relation_logits.to(table.dtype), dim=1) @ relations
-            # the users' rows of layer 0 are the user table itself: reading them there, not as
-            # a slice of the layer-0 table, spares a table-sized gradient in the backward
-            users = self.user_embedding.weight.to(table.dtype)
+                self.intent_relation_logits.to(dtype), dim=1) @ relations
             total: Tensor | None = None
             for hop in range(self.context_hops):
-                layout = kg.layer0 if hop == 0 else kg.slots
-                gathered = layout.gather.matmul(values, table)  # [users; pairs]
-                if hop > 0:
-                    users = table[: self.n_users]
+                gather = self.entity_gather if hop == 0 else kg.slots.gather
+                gathered = gather.matmul(values, table)  # [users; pairs]
                 scale = intent_scale(users, intents, intent_relations)
                 new = relational_aggregate(gathered, scale, relations, pair_relations,
                                            kg.pair_rels, kg.aggregate, kg.aggregate_values)
-                table = l2_normalize_rows(self._message_dropout(new))
+                table = l2_normalize_rows(self._message_dropout(new))  # [users; slots]
+                users = table[: self.n_users]
                 total = table if total is None else total + table
         assert total is not None
-        return total, table0
+        return total, users0, entities0
 
     def independence(self) -> Tensor:
         """The intents' independence loss (unweighted)."""
@@ -233,9 +228,10 @@ class KGIN(Recommender):
 
     def forward(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> dict[str, Tensor]:
         n_batch = users.shape[0]
-        total, table0 = self.propagate()
-        rows = torch.cat([users, self.n_users + pos_items, self.n_users + neg_items])
-        final = total.index_select(0, rows) + table0.index_select(0, rows)
+        total, users0, entities0 = self.propagate()
+        items = torch.cat([pos_items, neg_items])
+        final = total.index_select(0, torch.cat([users, self.n_users + items])) + torch.cat(
+            [users0.index_select(0, users), entities0.index_select(0, items)])
         u, pos, neg = final[:n_batch], final[n_batch : 2 * n_batch], final[2 * n_batch :]
         return {
             "bpr": bpr_mean((u * pos).sum(-1), (u * neg).sum(-1)),
@@ -244,7 +240,7 @@ class KGIN(Recommender):
         }
 
     def final_embeddings(self) -> tuple[Tensor, Tensor]:
-        total, table0 = self.propagate()
-        n_rows = self.n_users + self.n_items
-        final = total[:n_rows] + table0[:n_rows]
-        return final[: self.n_users], final[self.n_users :]
+        total, users0, entities0 = self.propagate()
+        n_users = self.n_users
+        return (total[:n_users] + users0,
+                total[n_users : n_users + self.n_items] + entities0[: self.n_items])
