@@ -16,9 +16,14 @@ and, on CUDA, peak CUDA memory.
     python bench/run.py --accuracy --model simkgcl --dataset ../shared/splits/lastfm-kg
     python bench/run.py --device cuda --autocast bf16 ...              # bf16 autocast (GPU)
 
-``--reference`` also runs ``shared/reference/run.sh`` (after ours, never in parallel) on the same
-split folder with the same number of epochs (1 + ``--epochs``; both drop their first epoch) and
-the same torch thread count, and prints ours/reference ratios. ``--accuracy`` trains to early
+``--reference`` also runs the model's RecBole 1.2.1 counterpart (after ours, never in parallel) on
+the same split folder with the same number of epochs (1 + ``--epochs``; both drop their first
+epoch) and the same torch thread count, and prints ours/reference ratios: for ``simkgcl`` the
+seed's own SimKGCL (``shared/reference/run.sh``), for any other model RecBole's built-in one
+(``shared/reference/run_model.sh MODEL``, RecBole's defaults for its keys; :data:`RECBOLE_MODELS`
+maps our names to RecBole's: ``kgin`` -> KGIN, ``mcclk`` -> MCCLK, ``lightgcn`` -> LightGCN ...).
+KGAT and NCL are mapped but do not run in the reference environment (no DGL, no faiss): the
+bench then keeps our figures, records the reference's error and exits 1. ``--accuracy`` trains to early
 stop with ``simkgcl.training.run.train`` and reports test Recall/NDCG@10/20/50, epochs run and
 the best epoch (with ``--reference``: the reference's too, same epochs and stopping_step).
 
@@ -50,6 +55,16 @@ from simkgcl.memory import peak_rss_mb
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SIMKGCL_SHARED", REPO / ".." / "shared")).resolve()
 RESULTS_DIR = REPO / "bench" / "results"
+SEED_REFERENCE = "simkgcl"  # the seed's SimKGCL plug-in (shared/reference/run.sh)
+# our model name -> RecBole 1.2.1's built-in model of the same paper (run_model.sh MODEL)
+RECBOLE_MODELS = {
+    "bpr": "BPR", "lightgcn": "LightGCN", "ngcf": "NGCF", "dgcf": "DGCF", "sgl": "SGL",
+    "ncl": "NCL", "simplex": "SimpleX", "kgin": "KGIN", "mcclk": "MCCLK", "kgat": "KGAT",
+    "cke": "CKE", "cfkg": "CFKG", "kgcn": "KGCN", "kgnnls": "KGNNLS", "ripplenet": "RippleNet",
+    "ktup": "KTUP", "mkr": "MKR",
+}
+# mapped, but known not to run in shared/reference's environment
+RECBOLE_CANNOT_RUN = {"KGAT": "it needs DGL", "NCL": "it needs faiss"}
 WARMUP_EPOCHS = 1
 ACCURACY_METRICS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50")
 
@@ -471,22 +486,46 @@ def reference_split_name(dataset: str) -> str:
     raise SystemExit(f"--reference: no split folder {splits / dataset}")
 
 
+def reference_model(model: str) -> str | None:
+    """RecBole's name of our ``model`` (None: the seed's SimKGCL); SystemExit if it has none."""
+    key = model.lower()
+    if key == SEED_REFERENCE:
+        return None
+    if key not in RECBOLE_MODELS:
+        raise SystemExit(f"--reference: RecBole 1.2.1 has no counterpart of {model!r}; mapped: "
+                         f"{', '.join(sorted([SEED_REFERENCE, *RECBOLE_MODELS]))}")
+    return RECBOLE_MODELS[key]
+
+
+def reference_label(recbole_model: str | None) -> str:
+    return "SimKGCL (seed)" if recbole_model is None else recbole_model
+
+
 def run_reference(name: str, epochs: int, threads: int, workdir: Path, timeout: float | None,
-                  stopping_step: int | None = None) -> dict[str, Any]:
-    """The seed reference (RecBole) on the same split folder, in its own process."""
-    script = SHARED / "reference" / "run.sh"
+                  stopping_step: int | None = None,
+                  recbole_model: str | None = None) -> dict[str, Any]:
+    """The reference (RecBole) on the same split folder, in its own process: the seed's SimKGCL
+    (``recbole_model`` None) or RecBole's built-in ``recbole_model``."""
     out_path, log_path = workdir / "reference.json", workdir / "reference.log"
-    cmd = ["bash", str(script), name, str(epochs), str(out_path), "--threads", str(threads),
-           "--work-dir", str(workdir / "reference-work")]
+    if recbole_model is None:
+        cmd = ["bash", str(SHARED / "reference" / "run.sh"), name]
+    else:
+        cmd = ["bash", str(SHARED / "reference" / "run_model.sh"), recbole_model, name]
+    cmd += [str(epochs), str(out_path), "--threads", str(threads),
+            "--work-dir", str(workdir / "reference-work")]
     if stopping_step is not None:
         cmd += ["--stopping-step", str(stopping_step)]
     code, wall, wait4_rss = _run_child(cmd, threads, log_path, timeout)
     if code != 0 or not out_path.exists():
-        raise SystemExit(f"the reference failed (exit {code}); last lines of {log_path}:\n"
-                         f"{_tail(log_path)}")
+        known = RECBOLE_CANNOT_RUN.get(recbole_model or "")
+        reason = f" ({recbole_model} does not run in the reference environment: {known})" \
+            if known else ""
+        raise SystemExit(f"the reference failed (exit {code}){reason}; last lines of "
+                         f"{log_path}:\n{_tail(log_path)}")
     result = json.loads(out_path.read_text())
     result.update(command=shlex.join(cmd), process_wall_s=wall, peak_rss_mb_wait4=wait4_rss,
-                  process_cpu_utilisation=_last_usage["cpu_s"] / wall)
+                  process_cpu_utilisation=_last_usage["cpu_s"] / wall,
+                  reference_label=reference_label(recbole_model))
     return result
 
 
@@ -573,7 +612,8 @@ def speed_markdown(report: dict[str, Any]) -> str:
     if ref:
         r = report["reference_speed"]
         lines.append(
-            f"| reference (RecBole) | simkgcl | {ref['dataset']} | cpu | "
+            f"| reference (RecBole) | {ref.get('reference_label', 'SimKGCL (seed)')} | "
+            f"{ref['dataset']} | cpu | "
             f"{ref['torch_num_threads']} | {r['batches_per_epoch']} | "
             f"{_fmt(r['train_s_per_epoch'])} | {_fmt(r['train_s_per_batch'])} | "
             f"{_fmt(r['eval_s'])} | {_fmt(r['peak_rss_mb_wait4'] or r['peak_rss_mb'])} | - | "
@@ -617,7 +657,8 @@ def accuracy_markdown(report: dict[str, Any]) -> str:
     if ref:
         test = {k.lower(): v for k, v in (ref.get("test_result") or {}).items()}
         lines.append(
-            f"| reference (RecBole) | simkgcl | {ref['dataset']} | "
+            f"| reference (RecBole) | {ref.get('reference_label', 'SimKGCL (seed)')} | "
+            f"{ref['dataset']} | "
             + " | ".join(_fmt(test.get(m), 4) for m in ACCURACY_METRICS)
             + f" | {ref['epochs_run']} | {ref['best_epoch']} | {_fmt(ref['mean_train_s'])} |")
     lines.append("")
@@ -654,7 +695,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="run training and evaluation under torch.autocast with this dtype")
     p.add_argument("--accuracy", action="store_true", help="train to early stop; test metrics")
     p.add_argument("--reference", action="store_true",
-                   help="also run the seed reference (shared/reference/run.sh), afterwards")
+                   help="also run the model's RecBole counterpart afterwards (simkgcl: the "
+                        "seed's, shared/reference/run.sh; others: run_model.sh MODEL)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="speed: also torch.profiler N batches + one evaluation (op table file)")
     p.add_argument("--name", help="result name (default <mode>-<model>-<dataset>-<device>)")
@@ -668,8 +710,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for o in args.overrides:
         if "=" not in o:
             p.error(f"expected key=value, got {o!r}")
-    if args.reference and args.model.lower() != "simkgcl":
-        p.error("--reference runs the seed's SimKGCL: compare it with --model simkgcl")
+    if args.reference and args.model.lower() not in (SEED_REFERENCE, *RECBOLE_MODELS):
+        p.error(f"--reference: RecBole 1.2.1 has no counterpart of {args.model!r}; mapped: "
+                f"{', '.join(sorted([SEED_REFERENCE, *RECBOLE_MODELS]))}")
     if args.epochs is not None and args.epochs < 1:
         p.error("--epochs must be >= 1")
     if args.max_batches is not None and args.max_batches < 1:
@@ -695,6 +738,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if Path(dataset).expanduser().exists():
         dataset = str(Path(dataset).expanduser().resolve())
     ref_name = reference_split_name(args.dataset) if args.reference else None
+    ref_model = reference_model(args.model) if args.reference else None
     command = "python bench/run.py " + shlex.join(list(argv))
     machine = machine_info(args.threads)
 
@@ -720,11 +764,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 stopping = None
             else:
                 ref_epochs, stopping = _accuracy_limits(ours)
-            print(f"[bench] reference: simkgcl (RecBole) on {ref_name}, {ref_epochs} epochs",
-                  file=sys.stderr)
+            print(f"[bench] reference: {reference_label(ref_model)} (RecBole) on {ref_name}, "
+                  f"{ref_epochs} epochs", file=sys.stderr)
             try:
                 report["reference"] = run_reference(ref_name, ref_epochs, args.threads,
-                                                    workdir, args.timeout, stopping)
+                                                    workdir, args.timeout, stopping, ref_model)
             except SystemExit as exc:  # failed, timed out or terminated: keep our figures
                 report["reference_error"] = str(exc)
                 print(f"[bench] {exc}", file=sys.stderr)

@@ -73,3 +73,47 @@ def test_reference_figures_drop_the_warmup_epoch_and_ratios_are_ours_over_theirs
 def test_reference_needs_a_shared_split_folder(bench, tmp_path):
     with pytest.raises(SystemExit, match="split folder"):
         bench.main(["--reference", "--dataset", str(tmp_path), "--out", str(tmp_path / "x.json")])
+
+
+def _fake_reference(folder: Path) -> Path:
+    """shared/reference/{run.sh, run_model.sh} stand-ins: write their arguments as the result
+    JSON (run.sh: DATASET EPOCHS OUT ...; run_model.sh: MODEL DATASET EPOCHS OUT ...), or fail
+    for model KGAT as the real one does without DGL."""
+    reference = folder / "reference"
+    reference.mkdir(parents=True)
+    (reference / "run.sh").write_text(
+        '#!/usr/bin/env bash\nprintf \'{"argv": "%s"}\' "$*" > "$3"\n')
+    (reference / "run_model.sh").write_text(
+        '#!/usr/bin/env bash\n[ "$1" = KGAT ] && { echo "No module named dgl"; exit 1; }\n'
+        'printf \'{"argv": "%s"}\' "$*" > "$4"\n')
+    return folder
+
+
+def test_reference_runs_recboles_own_model_for_every_mapped_model(bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "SHARED", _fake_reference(tmp_path / "shared"))
+    assert bench.reference_model("simkgcl") is None
+    assert bench.reference_model("KGIN") == "KGIN"
+    assert bench.reference_model("lightgcn") == "LightGCN"
+    with pytest.raises(SystemExit, match="no counterpart of 'kgcl'"):
+        bench.reference_model("kgcl")
+
+    work = tmp_path / "work"
+    work.mkdir()
+    result = bench.run_reference("lastfm-kg", 3, 1, work, 60, None, "KGIN")
+    assert result["argv"].split()[:3] == ["KGIN", "lastfm-kg", "3"]
+    assert "--threads 1" in result["argv"] and result["reference_label"] == "KGIN"
+    assert "run_model.sh KGIN lastfm-kg 3" in result["command"]
+    seed = bench.run_reference("ml-100k", 2, 2, work, 60, 10, None)
+    assert seed["argv"].split()[:2] == ["ml-100k", "2"]
+    assert "--stopping-step 10" in seed["argv"] and seed["reference_label"] == "SimKGCL (seed)"
+    with pytest.raises(SystemExit, match="KGAT does not run in the reference environment: "
+                                         "it needs DGL"):
+        bench.run_reference("lastfm-kg", 2, 1, work, 60, None, "KGAT")
+
+
+def test_reference_is_refused_up_front_for_a_model_recbole_lacks(bench, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--reference", "--model", "kgcl", "--dataset", "lastfm-kg",
+                    "--out", str(tmp_path / "x.json")])
+    assert exit_info.value.code == 2
+    assert "no counterpart of 'kgcl'" in capsys.readouterr().err

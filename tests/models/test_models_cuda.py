@@ -24,6 +24,9 @@ BATCH = ([0, 2, 2, 4, 1], [0, 3, 5, 1, 2], [4, 1, 0, 2, 5])
     ("lightgcn", {"embedding_size": 8, "n_layers": 2}),
     ("simkgcl", {"embedding_size": 8, "kg_view": "fused", **NO_DROPOUT}),
     ("simkgcl", {"embedding_size": 8, "kg_view": "pure", **NO_DROPOUT}),
+    ("kgin", {"embedding_size": 8, "node_dropout_rate": 0.0, "ind": "cosine"}),
+    ("kgin", {"embedding_size": 8, "node_dropout_rate": 0.0, "ind": "distance"}),
+    ("kgin", {"embedding_size": 8, "node_dropout_rate": 0.0, "ind": "mi"}),
 ])
 def test_losses_gradients_and_embeddings_match_cpu(name, config):
     torch.manual_seed(3)
@@ -66,7 +69,7 @@ def test_simkgcl_trains_under_bf16_autocast():
 
 
 def test_models_build_from_a_graph_already_on_the_device():
-    for name in ("bpr", "lightgcn", "simkgcl"):
+    for name in ("bpr", "lightgcn", "simkgcl", "kgin"):
         model = get_model_class(name)(toy_graph().to("cuda"), {"embedding_size": 8}).cuda()
         batch = [torch.tensor(b, device="cuda") for b in BATCH]
         assert all(torch.isfinite(t) for t in model(*batch).values())

@@ -18,10 +18,13 @@ from simkgcl.models.ops import (
     SparsePattern,
     TripleFactors,
     attention_logits,
+    intent_scale,
     interaction_weights,
     keep_mask,
     kept_subset,
     relational_aggregate,
+    sampled_subset,
+    segment_mean_weights,
     sparse_dropout,
     unique_interactions,
     user_relation_scale,
@@ -196,3 +199,53 @@ def test_models_leave_warning_filters_alone_and_emit_no_warning(tmp_path: Path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "clean"
+
+
+def test_segment_mean_weights_by_hand():
+    # segments 0: entries 0, 1, 3; segment 1: none; segment 2: entries 2, 4
+    segments = torch.tensor([0, 0, 2, 0, 2])
+    weights = segment_mean_weights(segments, 3, dtype=F64)
+    assert weights.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 2, 1 / 3, 1 / 2])
+    mask = torch.tensor([True, False, True, True, False])
+    weights = segment_mean_weights(segments, 3, mask, dtype=F64)
+    assert weights.tolist() == pytest.approx([1 / 2, 0.0, 1.0, 1 / 2, 0.0])
+    assert mask.tolist() == [True, False, True, True, False]  # the caller's mask is untouched
+
+
+def test_sampled_subset_has_the_exact_count():
+    torch.manual_seed(6)
+    masks = torch.stack([sampled_subset(40, 13, torch.device("cpu")) for _ in range(400)])
+    assert all(int(m.sum()) == 13 for m in masks)
+    assert (masks.double().mean(0) - 13 / 40).abs().max() < 0.12  # every entry ~ 13/40
+    assert int(sampled_subset(5, 0, torch.device("cpu")).sum()) == 0
+
+
+def test_intent_scale_formula():
+    torch.manual_seed(3)
+    users, intents = torch.randn(4, 3, dtype=F64), torch.randn(2, 3, dtype=F64)
+    intent_relations = torch.randn(2, 3, dtype=F64)
+    affinity = torch.exp(users @ intents.t())
+    affinity = affinity / affinity.sum(1, keepdim=True)
+    want = torch.stack([1 + affinity[u, 0] * intent_relations[0]
+                        + affinity[u, 1] * intent_relations[1] for u in range(4)])
+    torch.testing.assert_close(intent_scale(users, intents, intent_relations), want)
+
+
+def test_kg_index_entity_gather_reads_the_entity_table_by_id():
+    """``G`` over entity ids equals the layer-0 ``G`` with its columns mapped back to ids."""
+    graph = toy_graph()
+    users, items = unique_interactions(graph.train_users, graph.train_items, graph.n_items)
+    index = KGIndex(graph, users, items, graph.n_relations + 1)
+    assert index.layer0_order is not None  # entity 8 (no triples) sits after entity 9
+    gather = index.entity_gather()
+    values = torch.rand(gather.nnz, dtype=F64)
+    torch.manual_seed(1)
+    entities = torch.randn(graph.n_entities, 3, dtype=F64)
+    table = torch.cat([torch.randn(graph.n_users, 3, dtype=F64),
+                       index.layer0_entities(entities)])
+    torch.testing.assert_close(gather.matmul(values, entities),
+                               index.layer0.gather.matmul(values, table))
+    dense = gather.to_dense(values)
+    for u, i, v in zip(users.tolist(), items.tolist(), values[: len(users)].tolist(),
+                       strict=True):
+        assert dense[u, i] == v  # a user's row: its items' entity ids

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.models.equivalence import assert_seeded_forward_repeats
 from tests.models.reference_simkgcl import reference_losses, reference_views
 from tests.models.simkgcl_cases import (
     BATCH,
@@ -45,13 +46,7 @@ def test_triple_and_ui_dropout_shares_rescaling_freshness_and_reproducibility(mo
     assert abs(share - 0.5) < 0.06  # 1440 Bernoulli draws: sd ~ 0.013
     assert not torch.equal(kept[0], kept[1])
 
-    torch.manual_seed(5)
-    first = model(*BATCH)
-    torch.manual_seed(5)
-    second = model(*BATCH)
-    third = model(*BATCH)
-    assert torch.equal(first["bpr_reg"], second["bpr_reg"])
-    assert not torch.equal(second["bpr_reg"], third["bpr_reg"])
+    assert_seeded_forward_repeats(model, BATCH, "bpr_reg")
 
 
 def test_message_dropout_share_freshness_zeroed_entries_and_reproducibility(monkeypatch):

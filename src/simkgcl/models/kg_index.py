@@ -151,6 +151,16 @@ class KGIndex(nn.Module):
         )
         return KGLayout(gather, factors)
 
+    def entity_gather(self) -> SparsePattern:
+        """``G`` of layer 0 over the entity table itself: its columns are entity ids (no user
+        rows in the table, no layer-0 order). For a model that reads its layer-0 entity rows
+        straight from its entity table, so that no layer-0 node table is built or reordered."""
+        gather = self.layer0.gather
+        cols = gather.col.long() - self.n_users
+        if self.layer0_order is not None:
+            cols = self.layer0_order.index_select(0, cols)
+        return SparsePattern(gather.rows(), cols, (gather.shape[0], self.n_entities))
+
     def layer0_entities(self, entity_table: Tensor) -> Tensor:
         """An entity table (rows = entity ids) in layer-0 order (active entities first)."""
         if self.layer0_order is None:

@@ -6,12 +6,16 @@ One idea per module, its formula in the module docstring:
   differentiates in the entry values and in ``x``.
 * :mod:`~.adjacency` — the user-item graph: distinct interactions, normalised weights
   (symmetric / mean), ``[[0, UI], [UI.T, 0]]``.
-* :mod:`~.segment` — softmax of one scalar per entry within segments (e.g. a head's triples).
+* :mod:`~.segment` — softmax or mean weights of one scalar per entry within segments (e.g. a
+  head's triples).
 * :mod:`~.normalize` — row-wise L2 normalisation.
 * :mod:`~.info_nce` — InfoNCE between two views.
 * :mod:`~.dropout` — keep-masks (16-bit draws), sparse dropout, exact-size subsets.
+* :mod:`~.independence` — penalties that push the rows of a matrix apart (cosine, distance
+  correlation, InfoNCE; KGIN's intents).
 * :mod:`~.relation_attention` — attention logits ``|x_h * w_r|^2 |x_t * w_r|^2`` per triple.
-* :mod:`~.relational_aggregation` — ``sum a (x_t * w_r)`` per head, interaction rows alongside.
+* :mod:`~.relational_aggregation` — ``sum a (x_t * w_r)`` per head, interaction rows alongside;
+  the users' scales ``1 + softmax(u K^T) V``.
 * :mod:`~.precision` — operators run in at least float32.
 """
 
@@ -21,31 +25,43 @@ from simkgcl.models.ops.adjacency import (
     normalized_adjacency,
     unique_interactions,
 )
-from simkgcl.models.ops.dropout import keep_mask, kept_subset, sparse_dropout
+from simkgcl.models.ops.dropout import keep_mask, kept_subset, sampled_subset, sparse_dropout
+from simkgcl.models.ops.independence import INDEPENDENCE_KINDS, independence_loss
 from simkgcl.models.ops.info_nce import info_nce
 from simkgcl.models.ops.normalize import l2_normalize_rows
 from simkgcl.models.ops.precision import at_least_float32, to_at_least_float32
 from simkgcl.models.ops.relation_attention import TripleFactors, attention_logits
-from simkgcl.models.ops.relational_aggregation import relational_aggregate, user_relation_scale
-from simkgcl.models.ops.segment import segment_softmax
+from simkgcl.models.ops.relational_aggregation import (
+    intent_scale,
+    relational_aggregate,
+    user_attention_scale,
+    user_relation_scale,
+)
+from simkgcl.models.ops.segment import segment_mean_weights, segment_softmax
 from simkgcl.models.ops.sparse import SparsePattern
 
 __all__ = [
+    "INDEPENDENCE_KINDS",
     "SparsePattern",
     "TripleFactors",
     "at_least_float32",
     "attention_logits",
     "bipartite_adjacency",
+    "independence_loss",
     "info_nce",
+    "intent_scale",
     "interaction_weights",
     "keep_mask",
     "kept_subset",
     "l2_normalize_rows",
     "normalized_adjacency",
     "relational_aggregate",
+    "sampled_subset",
+    "segment_mean_weights",
     "segment_softmax",
     "sparse_dropout",
     "to_at_least_float32",
     "unique_interactions",
+    "user_attention_scale",
     "user_relation_scale",
 ]

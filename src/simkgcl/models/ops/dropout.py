@@ -8,7 +8,9 @@
 * :func:`sparse_dropout` — dropout of a sparse matrix's entry values, kept ones scaled by
   ``1 / (1 - rate)`` (RecBole's ``SparseDropout``: edge dropout on a normalised graph).
 * :func:`kept_subset` — exactly ``int(n (1 - rate))`` of ``n`` entries kept, uniformly at random
-  (edge sampling of a KG: SimKGCL's triple dropout, KGIN/MCCLK's ``edge_sampling``).
+  (SimKGCL's triple dropout); :func:`sampled_subset` — exactly ``n_kept`` of them (edge
+  sampling of a KG: KGIN's and MCCLK's ``edge_sampling(rate)`` keep ``int(n rate)``, a keep
+  share, passed as a count so that no ``1 - (1 - rate)`` rounds it).
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def sparse_dropout(values: Tensor, rate: float) -> Tensor:
 
 def kept_subset(n: int, rate: float, device: torch.device) -> Tensor:
     """Boolean mask of ``n`` entries with exactly ``int(n (1 - rate))`` True, uniformly drawn."""
-    chosen = torch.randperm(n, device=device)[: int(n * (1.0 - rate))]
+    return sampled_subset(n, int(n * (1.0 - rate)), device)
+
+
+def sampled_subset(n: int, n_kept: int, device: torch.device) -> Tensor:
+    """Boolean mask of ``n`` entries with exactly ``n_kept`` True, uniformly drawn."""
+    chosen = torch.randperm(n, device=device)[:n_kept]
     keep = torch.zeros(n, dtype=torch.bool, device=device)
     return keep.index_fill_(0, chosen, True)

@@ -9,7 +9,8 @@ interactions)::
     out_u = s_u * sum_j v_(u,j) x_j                      prefix rows
 
 where ``s_u`` is a per-user scale, e.g. :func:`user_relation_scale` ``1 + softmax(u W^T) W``
-(SimKGCL, MCCLK) or ``1 + softmax(u L^T) (softmax(A) W)`` over KGIN's intents.
+(SimKGCL, MCCLK) or :func:`intent_scale` ``1 + softmax(u L^T) (softmax(A) W)`` over KGIN's
+intents (both :func:`user_attention_scale` ``1 + softmax(u K^T) V``).
 
 Computed as three products on fixed structures, never a ``triples x d`` tensor: ``G`` (rows:
 the prefix rows, then the distinct (head, relation) pairs) gathers ``sum_j v_(u,j) x_j`` and,
@@ -27,12 +28,28 @@ from torch import Tensor
 from simkgcl.models.ops.sparse import SparsePattern
 
 
-def user_relation_scale(user_rows: Tensor, relations: Tensor, softmax: bool = True) -> Tensor:
-    """``1 + softmax(u W^T) W`` per user row (``1 + (u W^T) W`` without ``softmax``)."""
-    affinity = user_rows @ relations.t()
+def user_attention_scale(
+    user_rows: Tensor, keys: Tensor, values: Tensor, softmax: bool = True
+) -> Tensor:
+    """``1 + softmax(u K^T) V`` per user row (``1 + (u K^T) V`` without ``softmax``)."""
+    affinity = user_rows @ keys.t()
     if softmax:
         affinity = torch.softmax(affinity, dim=-1)
-    return (affinity @ relations).add_(1.0)
+    return (affinity @ values).add_(1.0)
+
+
+def user_relation_scale(user_rows: Tensor, relations: Tensor, softmax: bool = True) -> Tensor:
+    """``1 + softmax(u W^T) W`` per user row (``1 + (u W^T) W`` without ``softmax``)."""
+    return user_attention_scale(user_rows, relations, relations, softmax)
+
+
+def intent_scale(user_rows: Tensor, intents: Tensor, intent_relations: Tensor) -> Tensor:
+    """KGIN's ``1 + softmax(u L^T) (softmax(A) W)`` per user row.
+
+    ``intents``: the intent embeddings ``L`` (one row per intent); ``intent_relations``: each
+    intent as a mix of relation rows, ``softmax(A, dim=1) W`` (computed once per forward).
+    """
+    return user_attention_scale(user_rows, intents, intent_relations)
 
 
 def relational_aggregate(

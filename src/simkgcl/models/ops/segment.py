@@ -1,4 +1,5 @@
-"""Softmax of one scalar per entry over the entries that share a segment (e.g. a head entity).
+"""Weights of one scalar per entry over the entries that share a segment (e.g. a head entity):
+a softmax (:func:`segment_softmax`) or a plain mean (:func:`segment_mean_weights`).
 
 For entries ``k`` with segment ``s(k)``, kept entries ``K`` (all, without a mask)::
 
@@ -9,6 +10,10 @@ For entries ``k`` with segment ``s(k)``, kept entries ``K`` (all, without a mask
 Written with ``scatter_reduce`` / ``index_add_``; one autograd node whose backward is
 ``w * (g - c * sum_segment(g * w))`` (``c`` = the count with ``mean``, else 1): three passes
 instead of one per forward operation.
+
+:func:`segment_mean_weights`: ``1 / |{j in K : s(j) = s(k)}|`` for kept entries, 0 for the
+others — the weights of a mean over a segment's kept entries (``scatter_mean`` as a weighted
+sum, e.g. KGIN's mean over a head's sampled triples).
 """
 
 from __future__ import annotations
@@ -75,3 +80,20 @@ class _SegmentSoftmax(torch.autograd.Function):
         if counts is not None:
             along = along.mul_(counts)
         return (grad - along.index_select(0, segment_ids)).mul_(weights), None, None, None, None
+
+
+def segment_mean_weights(
+    segment_ids: Tensor,
+    n_segments: int,
+    mask: Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Weight of each entry in the mean over the kept entries of its segment (a constant: no
+    gradient). ``mask``: entries kept (all without it); a dropped entry weighs 0."""
+    if mask is None:
+        kept = torch.ones(segment_ids.shape[0], dtype=dtype, device=segment_ids.device)
+    else:
+        kept = mask.to(dtype, copy=True)
+    counts = torch.zeros(n_segments, dtype=dtype, device=segment_ids.device)
+    counts = counts.index_add_(0, segment_ids, kept).clamp_min_(1.0)
+    return kept.div_(counts.index_select(0, segment_ids))
