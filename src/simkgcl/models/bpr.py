@@ -21,9 +21,9 @@ from simkgcl.models.base import Recommender
 BPR_GAMMA = 1e-10
 
 
-def bpr_mean(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
-    """RecBole's BPRLoss: batch mean of -log(gamma + sigmoid(pos - neg))."""
-    return -torch.log(BPR_GAMMA + torch.sigmoid(pos_scores - neg_scores)).mean()
+def bpr_mean(pos_scores: Tensor, neg_scores: Tensor, gamma: float = BPR_GAMMA) -> Tensor:
+    """RecBole's BPRLoss: batch mean of -log(gamma + sigmoid(pos - neg)) (SELFRec: gamma 1e-5)."""
+    return -torch.log(gamma + torch.sigmoid(pos_scores - neg_scores)).mean()
 
 
 def emb_loss(*embeddings: Tensor, require_pow: bool = False) -> Tensor:

@@ -20,7 +20,7 @@ from simkgcl.graph import GraphData
 from simkgcl.keyspec import KeySpec, boolean, float_in, int_in
 from simkgcl.models.base import Recommender
 from simkgcl.models.bpr import bpr_mean, emb_loss
-from simkgcl.models.ops import normalized_adjacency
+from simkgcl.models.ops import layer_mean, normalized_adjacency, propagate_layers
 
 
 class LightGCN(Recommender):
@@ -53,11 +53,8 @@ class LightGCN(Recommender):
     def propagate(self) -> tuple[Tensor, Tensor]:
         """Mean of layer embeddings 0..L, split into (users, items)."""
         x = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        total = x
-        for _ in range(self.n_layers):
-            x = self.adjacency.matmul(self.adjacency_values, x)
-            total = total + x
-        final = total / (self.n_layers + 1)
+        graphs = [(self.adjacency, self.adjacency_values)] * self.n_layers
+        final = layer_mean([x, *propagate_layers(x, graphs)])
         return final[: self.n_users], final[self.n_users :]
 
     def forward(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> dict[str, Tensor]:
