@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     from simkgcl.config import Config
     from simkgcl.graph import build_graph
     from simkgcl.models import get_model_class
+    from simkgcl.sampling.negative import MODEL_EPOCH_STREAM, epoch_generator
     from simkgcl.training.run import load_data
 
     config = Config({"model": args.model, "dataset": args.dataset}, overrides=args.overrides)
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(config["seed"])
     model = get_model_class(config["model"])(build_graph(dataset, split), config)
     model.train()
+    # per-epoch draws (SGL's augmented graphs) as the trainer makes them before epoch 0
+    model.on_epoch_start(0, epoch_generator(config["seed"], 0, MODEL_EPOCH_STREAM))
     users = torch.as_tensor(split.train.users[: args.batch]).long()
     pos_items = torch.as_tensor(split.train.items[: args.batch]).long()
     generator = torch.Generator().manual_seed(config["seed"])

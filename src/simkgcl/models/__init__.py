@@ -12,6 +12,9 @@ _MODELS: dict[str, tuple[str, str]] = {
     "bpr": ("simkgcl.models.bpr", "BPR"),
     "lightgcn": ("simkgcl.models.lightgcn", "LightGCN"),
     "simkgcl": ("simkgcl.models.simkgcl", "SimKGCL"),
+    "sgl": ("simkgcl.models.sgl", "SGL"),
+    "simgcl": ("simkgcl.models.simgcl", "SimGCL"),
+    "xsimgcl": ("simkgcl.models.xsimgcl", "XSimGCL"),
 }
 
 
