@@ -326,19 +326,20 @@ def _model_specs(model_name: str) -> dict[str, KeySpec]:
     return dict(cls.keys)
 
 
-def _other_model_owning(key: str, model_name: str) -> str | None:
-    """Name of another model that defines ``key`` (to explain a key in the wrong place)."""
+def _other_models_owning(key: str, model_name: str) -> list[str]:
+    """Names of the other models that define ``key`` (to explain a key in the wrong place)."""
     from simkgcl.models import available_models, get_model_class
 
+    owners = []
     for name in available_models():
         if name == model_name:
             continue
         try:
             if key in get_model_class(name).keys:
-                return name
+                owners.append(name)
         except (ImportError, AttributeError):
             continue
-    return None
+    return owners
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,9 +395,10 @@ class Config(Mapping[str, Any]):
             for key, value in layer.items():
                 head = key.split(".", 1)[0]
                 if head not in specs:
-                    owner = _other_model_owning(head, model_name)
-                    hint = (f"it belongs to model {owner!r}, this run uses {model_name!r}"
-                            if owner else f"from {source}")
+                    owners = _other_models_owning(head, model_name)
+                    hint = (f"it belongs to model{'s' if len(owners) > 1 else ''} "
+                            f"{', '.join(map(repr, owners))}, this run uses {model_name!r}"
+                            if owners else f"from {source}")
                     raise ConfigError(unknown_key_message(head, specs, hint))
                 spec = specs[head]
                 if "." in key:
