@@ -59,12 +59,12 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from simkgcl.graph import GraphData
 from simkgcl.keyspec import KeySpec, choice, float_in, int_in
-from simkgcl.models.base import Recommender
 from simkgcl.models.bpr import emb_loss
+from simkgcl.models.lightgcn import LightGCNEncoder
 from simkgcl.models.ops import (
     Graph,
     bipartite_adjacency,
@@ -80,7 +80,7 @@ Edges = tuple[Tensor, Tensor]
 """Kept interactions of one augmented graph: (users, items), int64, sorted by user then item."""
 
 
-class SGL(Recommender):
+class SGL(LightGCNEncoder):
     """LightGCN + InfoNCE between two augmented graphs; see the module docstring for the maths."""
 
     name: ClassVar[str] = "sgl"
@@ -99,25 +99,17 @@ class SGL(Recommender):
     }
 
     def __init__(self, graph: GraphData, config: Mapping[str, Any]):
-        super().__init__(graph, config)
         cfg = self.settings(config)
+        super().__init__(graph, config, int(cfg["embedding_size"]))
         self.n_layers = int(cfg["n_layers"])
         self.augmentation = str(cfg["type"])
         self.drop_ratio = float(cfg["drop_ratio"])
         self.ssl_tau = float(cfg["ssl_tau"])
         self.ssl_weight = float(cfg["ssl_weight"])
         self.reg_weight = float(cfg["reg_weight"])
-        dim = int(cfg["embedding_size"])
-        self.user_embedding = nn.Embedding(self.n_users, dim)
-        self.item_embedding = nn.Embedding(self.n_items, dim)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_embedding.weight)
         host = graph.to("cpu")
         # the interactions the views are drawn from stay on the host, where the draws happen
         self.edges: Edges = unique_interactions(host.train_users, host.train_items, self.n_items)
-        pattern, values = self._normalized_graph(self.edges)
-        self.adjacency = pattern
-        self.register_buffer("adjacency_values", values, persistent=False)
         self.view_edges: list[list[Edges]] | None = None
         self._view_graphs: list[list[Graph]] = []
 
@@ -163,9 +155,6 @@ class SGL(Recommender):
 
     # ------------------------------------------------------------------ propagation
 
-    def _layer0(self) -> Tensor:
-        return torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-
     def _propagate(self, x: Tensor, graphs: list[Graph]) -> Tensor:
         if len(graphs) == 1:
             graphs = graphs * self.n_layers
@@ -176,8 +165,8 @@ class SGL(Recommender):
         if not self._view_graphs:
             raise RuntimeError("SGL draws its augmented graphs in on_epoch_start(epoch, "
                                "generator): call it before training")
-        x = self._layer0()
-        main = self._propagate(x, [(self.adjacency, self.adjacency_values)])
+        x = self.layer0()
+        main = self._propagate(x, self.full_graph(1))
         return main, self._propagate(x, self._view_graphs[0]), \
             self._propagate(x, self._view_graphs[1])
 
@@ -202,7 +191,7 @@ class SGL(Recommender):
                 "ssl": self.ssl_weight * (ssl_items + ssl_users)}
 
     def final_embeddings(self) -> tuple[Tensor, Tensor]:
-        main = self._propagate(self._layer0(), [(self.adjacency, self.adjacency_values)])
+        main = self._propagate(self.layer0(), self.full_graph(1))
         return main[: self.n_users], main[self.n_users :]
 
 

@@ -51,17 +51,16 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from simkgcl.graph import GraphData
 from simkgcl.keyspec import KeySpec, float_in, int_in
-from simkgcl.models.base import Recommender
 from simkgcl.models.bpr import bpr_mean, emb_loss
+from simkgcl.models.lightgcn import LightGCNEncoder
 from simkgcl.models.ops import (
     add_sign_aligned,
     info_nce,
     layer_mean,
-    normalized_adjacency,
     propagate_layers,
     random_directions,
 )
@@ -69,7 +68,7 @@ from simkgcl.models.ops import (
 SELFREC_BPR_GAMMA = 1e-5  # SELFRec's bpr_loss: -log(10e-6 + sigmoid(.))
 
 
-class SimGCL(Recommender):
+class SimGCL(LightGCNEncoder):
     """LightGCN (layers 1..L) + InfoNCE between two noise-perturbed views; see the docstring."""
 
     name: ClassVar[str] = "simgcl"
@@ -85,22 +84,13 @@ class SimGCL(Recommender):
     }
 
     def __init__(self, graph: GraphData, config: Mapping[str, Any]):
-        super().__init__(graph, config)
         cfg = self.settings(config)
+        super().__init__(graph, config, int(cfg["embedding_size"]))
         self.n_layers = int(cfg["n_layers"])
         self.cl_rate = float(cfg["cl_rate"])
         self.eps = float(cfg["eps"])
         self.tau = float(cfg["tau"])
         self.reg_weight = float(cfg["reg_weight"])
-        dim = int(cfg["embedding_size"])
-        self.user_embedding = nn.Embedding(self.n_users, dim)
-        self.item_embedding = nn.Embedding(self.n_items, dim)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_embedding.weight)
-        self.adjacency, values = normalized_adjacency(
-            graph.train_users, graph.train_items, self.n_users, self.n_items
-        )
-        self.register_buffer("adjacency_values", values, persistent=False)
 
     def perturb(self, x: Tensor) -> Tensor:
         """``x`` plus sign-aligned noise of norm ``eps`` per row (a fresh draw)."""
@@ -108,9 +98,8 @@ class SimGCL(Recommender):
 
     def layers(self, perturbed: bool) -> list[Tensor]:
         """Layers 1..L over ``[users; items]``, perturbed after each layer or not."""
-        x = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        graphs = [(self.adjacency, self.adjacency_values)] * self.n_layers
-        return propagate_layers(x, graphs, self.perturb if perturbed else None)
+        return propagate_layers(self.layer0(), self.full_graph(self.n_layers),
+                                self.perturb if perturbed else None)
 
     def contrast(self, view1: Tensor, view2: Tensor, users: Tensor, pos_items: Tensor) -> Tensor:
         """``cl_rate`` x (mean InfoNCE over the batch's distinct users + distinct items)."""

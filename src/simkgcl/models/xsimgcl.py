@@ -32,7 +32,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
 from simkgcl.errors import ConfigError
@@ -66,10 +65,7 @@ class XSimGCL(SimGCL):
         users, pos_items, neg_items = users.long(), pos_items.long(), neg_items.long()
         layers = self.layers(perturbed=True)
         final = layer_mean(layers)
-        if self.cl_layer == 0:
-            cross = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        else:
-            cross = layers[self.cl_layer - 1]
+        cross = self.layer0() if self.cl_layer == 0 else layers[self.cl_layer - 1]
         terms = self.rec_terms(final, users, pos_items, neg_items)
         terms["cl"] = self.contrast(final, cross, users, pos_items)
         return terms
