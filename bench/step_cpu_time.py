@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (the best is kept)")
+    parser.add_argument("--shuffle", action="store_true",
+                        help="a random batch of training rows, as the sampler draws them (default: "
+                             "the first rows, which hold fewer distinct users)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     args = parser.parse_args(argv)
 
@@ -41,9 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     model.train()
     # per-epoch draws (SGL's augmented graphs) as the trainer makes them before epoch 0
     model.on_epoch_start(0, epoch_generator(config["seed"], 0, MODEL_EPOCH_STREAM))
-    users = torch.as_tensor(split.train.users[: args.batch]).long()
-    pos_items = torch.as_tensor(split.train.items[: args.batch]).long()
     generator = torch.Generator().manual_seed(config["seed"])
+    rows = (torch.randperm(len(split.train), generator=generator)[: args.batch] if args.shuffle
+            else torch.arange(min(args.batch, len(split.train))))
+    users = torch.as_tensor(split.train.users)[rows].long()
+    pos_items = torch.as_tensor(split.train.items)[rows].long()
     neg_items = torch.randint(0, dataset.n_items, (users.shape[0],), generator=generator)
 
     def step() -> None:
