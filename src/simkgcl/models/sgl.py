@@ -175,15 +175,15 @@ class SGL(LightGCNEncoder):
     def forward(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> dict[str, Tensor]:
         main, view1, view2 = self.views()
         n_users = self.n_users
-        users, pos_items = users.long(), pos_items.long()
+        users, pos_items, neg_items = users.long(), pos_items.long(), neg_items.long()
         u = main.index_select(0, users)
         p = main.index_select(0, n_users + pos_items)
-        n = main.index_select(0, n_users + neg_items.long())
+        n = main.index_select(0, n_users + neg_items)
         bpr = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).sum()
         reg = emb_loss(
             self.user_embedding.weight.index_select(0, users),
             self.item_embedding.weight.index_select(0, pos_items),
-            self.item_embedding.weight.index_select(0, neg_items.long()),
+            self.item_embedding.weight.index_select(0, neg_items),
         )
         ssl_users = info_nce(view1[:n_users], view2[:n_users], self.ssl_tau, rows=users)
         ssl_items = info_nce(view1[n_users:], view2[n_users:], self.ssl_tau, rows=pos_items)
