@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recbole_bridge import build_recbole  # noqa: E402
+from step_cpu_time import cpu_seconds_per_step  # noqa: E402
 
 
 def main() -> None:
@@ -44,14 +45,7 @@ def main() -> None:
         model.zero_grad(set_to_none=True)
         model.calculate_loss(batch).backward()
 
-    for _ in range(5):  # warm-up
-        step()
-    rounds = []
-    for _ in range(args.rounds):
-        start = time.process_time()
-        for _ in range(args.steps):
-            step()
-        rounds.append((time.process_time() - start) / args.steps)
+    rounds = cpu_seconds_per_step(step, args.steps, args.rounds)
     print(f"recbole {args.model} {args.split}: CPU s/step best {min(rounds):.4f}, rounds "
           f"{', '.join(f'{r:.4f}' for r in rounds)} ({args.threads} thread(s)); "
           f"model.train() {train_call:.4f} s")

@@ -12,6 +12,21 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+
+
+def cpu_seconds_per_step(step: Callable[[], None], steps: int, rounds: int) -> list[float]:
+    """CPU seconds per call of ``step`` in each of ``rounds`` rounds of ``steps`` calls, after
+    5 warm-up calls."""
+    for _ in range(5):
+        step()
+    seconds = []
+    for _ in range(rounds):
+        start = time.process_time()
+        for _ in range(steps):
+            step()
+        seconds.append((time.process_time() - start) / steps)
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,14 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         model.zero_grad(set_to_none=True)
         sum(model(users, pos_items, neg_items).values()).backward()
 
-    for _ in range(5):  # warm-up
-        step()
-    rounds = []
-    for _ in range(args.rounds):
-        start = time.process_time()
-        for _ in range(args.steps):
-            step()
-        rounds.append((time.process_time() - start) / args.steps)
+    rounds = cpu_seconds_per_step(step, args.steps, args.rounds)
     print(f"{args.model} {args.dataset}: CPU s/step best {min(rounds):.4f}, "
           f"rounds {', '.join(f'{r:.4f}' for r in rounds)} ({args.threads} thread(s))")
 
