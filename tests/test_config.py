@@ -93,7 +93,14 @@ def test_unknown_key_from_a_file_names_the_file(tmp_path: Path) -> None:
 
 def test_key_of_another_model_is_explained() -> None:
     with pytest.raises(ConfigError, match="belongs to model 'simkgcl'.*'bpr'"):
+        Config(model="bpr", kg_view="pure")
+    # a key of several models names them all
+    from simkgcl.models import available_models, get_model_class
+
+    owners = [m for m in available_models() if "cl_rate" in get_model_class(m).keys]
+    with pytest.raises(ConfigError, match="belongs to models .*'bpr'") as info:
         Config(model="bpr", cl_rate=0.1)
+    assert len(owners) > 1 and all(repr(o) in str(info.value) for o in owners)
 
 
 @pytest.mark.parametrize(
@@ -173,6 +180,7 @@ def test_shipped_configs_load() -> None:
     for path in files:
         cfg = Config(files=[path])
         assert cfg["model"] in available_models(), path
+        assert cfg["model"] == path.stem.split("-")[0], path  # <model>[-<dataset>].yaml
 
 
 @pytest.mark.parametrize(("model", "key", "value"),

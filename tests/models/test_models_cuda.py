@@ -27,11 +27,17 @@ BATCH = ([0, 2, 2, 4, 1], [0, 3, 5, 1, 2], [4, 1, 0, 2, 5])
     ("kgin", {"embedding_size": 8, "node_dropout_rate": 0.0, "ind": "cosine"}),
     ("kgin", {"embedding_size": 8, "node_dropout_rate": 0.0, "ind": "distance"}),
     ("kgin", {"embedding_size": 8, "node_dropout_rate": 0.0, "ind": "mi"}),
+    ("sgl", {"embedding_size": 8}),  # its graphs are drawn on the host: the same on both
+    ("sgl", {"embedding_size": 8, "type": "rw"}),
+    ("simgcl", {"embedding_size": 8, "eps": 0.0}),  # noise is drawn on the device: off
+    ("xsimgcl", {"embedding_size": 8, "eps": 0.0}),
 ])
 def test_losses_gradients_and_embeddings_match_cpu(name, config):
     torch.manual_seed(3)
     cpu = get_model_class(name)(toy_graph(), config).double()
     gpu = copy.deepcopy(cpu).cuda()
+    for model in (cpu, gpu):
+        model.on_epoch_start(0, torch.Generator().manual_seed(1))
     batch = [torch.tensor(b) for b in BATCH]
     cpu_terms = cpu(*batch)
     gpu_terms = gpu(*(b.cuda() for b in batch))
@@ -69,7 +75,8 @@ def test_simkgcl_trains_under_bf16_autocast():
 
 
 def test_models_build_from_a_graph_already_on_the_device():
-    for name in ("bpr", "lightgcn", "simkgcl", "kgin"):
+    for name in ("bpr", "lightgcn", "simkgcl", "kgin", "sgl", "simgcl", "xsimgcl"):
         model = get_model_class(name)(toy_graph().to("cuda"), {"embedding_size": 8}).cuda()
+        model.on_epoch_start(0, torch.Generator().manual_seed(1))
         batch = [torch.tensor(b, device="cuda") for b in BATCH]
         assert all(torch.isfinite(t) for t in model(*batch).values())

@@ -13,6 +13,9 @@ _MODELS: dict[str, tuple[str, str]] = {
     "kgin": ("simkgcl.models.kgin", "KGIN"),
     "lightgcn": ("simkgcl.models.lightgcn", "LightGCN"),
     "simkgcl": ("simkgcl.models.simkgcl", "SimKGCL"),
+    "sgl": ("simkgcl.models.sgl", "SGL"),
+    "simgcl": ("simkgcl.models.simgcl", "SimGCL"),
+    "xsimgcl": ("simkgcl.models.xsimgcl", "XSimGCL"),
 }
 
 

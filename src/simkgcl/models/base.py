@@ -60,3 +60,12 @@ class Recommender(nn.Module):
         Called in eval mode (no dropout) under ``torch.no_grad()``.
         """
         raise NotImplementedError
+
+
+def user_item_tables(n_users: int, n_items: int, dim: int) -> tuple[nn.Embedding, nn.Embedding]:
+    """User and item embedding tables, Xavier-uniform initialised (RecBole's
+    ``xavier_uniform_initialization``), drawn in this order: users, items."""
+    users, items = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
+    nn.init.xavier_uniform_(users.weight)
+    nn.init.xavier_uniform_(items.weight)
+    return users, items

@@ -12,18 +12,18 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from simkgcl.graph import GraphData
 from simkgcl.keyspec import KeySpec, float_in, int_in
-from simkgcl.models.base import Recommender
+from simkgcl.models.base import Recommender, user_item_tables
 
 BPR_GAMMA = 1e-10
 
 
-def bpr_mean(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
-    """RecBole's BPRLoss: batch mean of -log(gamma + sigmoid(pos - neg))."""
-    return -torch.log(BPR_GAMMA + torch.sigmoid(pos_scores - neg_scores)).mean()
+def bpr_mean(pos_scores: Tensor, neg_scores: Tensor, gamma: float = BPR_GAMMA) -> Tensor:
+    """RecBole's BPRLoss: batch mean of -log(gamma + sigmoid(pos - neg)) (SELFRec: gamma 1e-5)."""
+    return -torch.log(gamma + torch.sigmoid(pos_scores - neg_scores)).mean()
 
 
 def emb_loss(*embeddings: Tensor, require_pow: bool = False) -> Tensor:
@@ -50,10 +50,9 @@ class BPR(Recommender):
         cfg = self.settings(config)
         dim = int(cfg["embedding_size"])
         self.reg_weight = float(cfg["reg_weight"])
-        self.user_embedding = nn.Embedding(self.n_users, dim)
-        self.item_embedding = nn.Embedding(self.n_items, dim)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_embedding.weight)
+        self.user_embedding, self.item_embedding = user_item_tables(
+            self.n_users, self.n_items, dim
+        )
 
     def forward(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> dict[str, Tensor]:
         u = self.user_embedding(users)

@@ -14,16 +14,39 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from simkgcl.graph import GraphData
 from simkgcl.keyspec import KeySpec, boolean, float_in, int_in
-from simkgcl.models.base import Recommender
+from simkgcl.models.base import Recommender, user_item_tables
 from simkgcl.models.bpr import bpr_mean, emb_loss
-from simkgcl.models.ops import normalized_adjacency
+from simkgcl.models.ops import Graph, layer_mean, normalized_adjacency, propagate_layers
 
 
-class LightGCN(Recommender):
+class LightGCNEncoder(Recommender):
+    """What LightGCN, SGL, SimGCL and XSimGCL share: Xavier-uniform user and item tables and
+    the symmetric-normalised interaction graph (``adjacency``, ``adjacency_values``)."""
+
+    def __init__(self, graph: GraphData, config: Mapping[str, Any], dim: int):
+        super().__init__(graph, config)
+        self.user_embedding, self.item_embedding = user_item_tables(
+            self.n_users, self.n_items, dim
+        )
+        self.adjacency, values = normalized_adjacency(
+            graph.train_users, graph.train_items, self.n_users, self.n_items
+        )
+        self.register_buffer("adjacency_values", values, persistent=False)
+
+    def layer0(self) -> Tensor:
+        """The ``(U + I) x d`` table: user rows, then item rows."""
+        return torch.cat([self.user_embedding.weight, self.item_embedding.weight])
+
+    def full_graph(self, n_layers: int) -> list[Graph]:
+        """The interaction graph for each of ``n_layers`` layers."""
+        return [(self.adjacency, self.adjacency_values)] * n_layers
+
+
+class LightGCN(LightGCNEncoder):
     """Users and items embedded, propagated ``n_layers`` times, layers averaged."""
 
     name: ClassVar[str] = "lightgcn"
@@ -35,29 +58,16 @@ class LightGCN(Recommender):
     }
 
     def __init__(self, graph: GraphData, config: Mapping[str, Any]):
-        super().__init__(graph, config)
         cfg = self.settings(config)
+        super().__init__(graph, config, int(cfg["embedding_size"]))
         self.n_layers = int(cfg["n_layers"])
         self.reg_weight = float(cfg["reg_weight"])
         self.require_pow = bool(cfg["require_pow"])
-        dim = int(cfg["embedding_size"])
-        self.user_embedding = nn.Embedding(self.n_users, dim)
-        self.item_embedding = nn.Embedding(self.n_items, dim)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_embedding.weight)
-        self.adjacency, values = normalized_adjacency(
-            graph.train_users, graph.train_items, self.n_users, self.n_items
-        )
-        self.register_buffer("adjacency_values", values, persistent=False)
 
     def propagate(self) -> tuple[Tensor, Tensor]:
         """Mean of layer embeddings 0..L, split into (users, items)."""
-        x = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        total = x
-        for _ in range(self.n_layers):
-            x = self.adjacency.matmul(self.adjacency_values, x)
-            total = total + x
-        final = total / (self.n_layers + 1)
+        x = self.layer0()
+        final = layer_mean([x, *propagate_layers(x, self.full_graph(self.n_layers))])
         return final[: self.n_users], final[self.n_users :]
 
     def forward(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> dict[str, Tensor]:

@@ -9,7 +9,9 @@ One idea per module, its formula in the module docstring:
 * :mod:`~.segment` — softmax or mean weights of one scalar per entry within segments (e.g. a
   head's triples).
 * :mod:`~.normalize` — row-wise L2 normalisation.
-* :mod:`~.info_nce` — InfoNCE between two views.
+* :mod:`~.propagation` — LightGCN's layers on normalised graphs and their mean.
+* :mod:`~.noise` — SimGCL's sign-aligned uniform noise.
+* :mod:`~.info_nce` — InfoNCE between two views (positives on the diagonal or at given rows).
 * :mod:`~.dropout` — keep-masks (16-bit draws), sparse dropout, exact-size subsets.
 * :mod:`~.independence` — penalties that push the rows of a matrix apart (cosine, distance
   correlation, InfoNCE; KGIN's intents).
@@ -28,8 +30,10 @@ from simkgcl.models.ops.adjacency import (
 from simkgcl.models.ops.dropout import keep_mask, kept_subset, sampled_subset, sparse_dropout
 from simkgcl.models.ops.independence import INDEPENDENCE_KINDS, independence_loss
 from simkgcl.models.ops.info_nce import info_nce
+from simkgcl.models.ops.noise import add_sign_aligned, random_directions
 from simkgcl.models.ops.normalize import l2_normalize_rows
 from simkgcl.models.ops.precision import at_least_float32, to_at_least_float32
+from simkgcl.models.ops.propagation import Graph, layer_mean, propagate_layers
 from simkgcl.models.ops.relation_attention import TripleFactors, attention_logits
 from simkgcl.models.ops.relational_aggregation import (
     intent_scale,
@@ -42,8 +46,10 @@ from simkgcl.models.ops.sparse import SparsePattern
 
 __all__ = [
     "INDEPENDENCE_KINDS",
+    "Graph",
     "SparsePattern",
     "TripleFactors",
+    "add_sign_aligned",
     "at_least_float32",
     "attention_logits",
     "bipartite_adjacency",
@@ -54,7 +60,10 @@ __all__ = [
     "keep_mask",
     "kept_subset",
     "l2_normalize_rows",
+    "layer_mean",
     "normalized_adjacency",
+    "propagate_layers",
+    "random_directions",
     "relational_aggregate",
     "sampled_subset",
     "segment_mean_weights",
