@@ -11,6 +11,7 @@ from simkgcl.models.base import Recommender
 _MODELS: dict[str, tuple[str, str]] = {
     "bpr": ("simkgcl.models.bpr", "BPR"),
     "lightgcn": ("simkgcl.models.lightgcn", "LightGCN"),
+    "kgcl": ("simkgcl.models.kgcl", "KGCL"),
     "simkgcl": ("simkgcl.models.simkgcl", "SimKGCL"),
 }
 

@@ -9,10 +9,12 @@ One idea per module, its formula in the module docstring:
 * :mod:`~.segment` — softmax of one scalar per entry within segments (e.g. a head's triples).
 * :mod:`~.normalize` — row-wise L2 normalisation.
 * :mod:`~.info_nce` — InfoNCE between two views.
+* :mod:`~.grace` — GRACE's symmetric loss: InfoNCE with intra-view negatives too (KGCL).
 * :mod:`~.dropout` — keep-masks (16-bit draws), sparse dropout, exact-size subsets.
 * :mod:`~.relation_attention` — attention logits ``|x_h * w_r|^2 |x_t * w_r|^2`` per triple.
 * :mod:`~.relational_aggregation` — ``sum a (x_t * w_r)`` per head, interaction rows alongside.
 * :mod:`~.precision` — operators run in at least float32.
+* :mod:`~.translation` — TransE's BPR loss on (head, relation, true tail, corrupted tail) rows.
 """
 
 from simkgcl.models.ops.adjacency import (
@@ -22,6 +24,7 @@ from simkgcl.models.ops.adjacency import (
     unique_interactions,
 )
 from simkgcl.models.ops.dropout import keep_mask, kept_subset, sparse_dropout
+from simkgcl.models.ops.grace import grace_loss
 from simkgcl.models.ops.info_nce import info_nce
 from simkgcl.models.ops.normalize import l2_normalize_rows
 from simkgcl.models.ops.precision import at_least_float32, to_at_least_float32
@@ -29,6 +32,7 @@ from simkgcl.models.ops.relation_attention import TripleFactors, attention_logit
 from simkgcl.models.ops.relational_aggregation import relational_aggregate, user_relation_scale
 from simkgcl.models.ops.segment import segment_softmax
 from simkgcl.models.ops.sparse import SparsePattern
+from simkgcl.models.ops.translation import transe_bpr_loss
 
 __all__ = [
     "SparsePattern",
@@ -36,6 +40,7 @@ __all__ = [
     "at_least_float32",
     "attention_logits",
     "bipartite_adjacency",
+    "grace_loss",
     "info_nce",
     "interaction_weights",
     "keep_mask",
@@ -46,6 +51,7 @@ __all__ = [
     "segment_softmax",
     "sparse_dropout",
     "to_at_least_float32",
+    "transe_bpr_loss",
     "unique_interactions",
     "user_relation_scale",
 ]
