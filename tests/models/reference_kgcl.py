@@ -132,9 +132,11 @@ def reference_grace(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Ten
         b = b / b.norm(dim=1, keepdim=True)
         total = a.new_zeros(())
         for i in range(a.shape[0]):
-            refl = [torch.exp(torch.dot(a[i], a[j]) / tau) for j in range(a.shape[0])]
+            # the authors' "sum(refl) + sum(between) - refl_ii", without the subtraction
+            # (which cancels every digit when exp(1/tau) dominates)
+            refl = [torch.exp(torch.dot(a[i], a[j]) / tau) for j in range(a.shape[0]) if j != i]
             between = [torch.exp(torch.dot(a[i], b[j]) / tau) for j in range(a.shape[0])]
-            total = total - torch.log(between[i] / (sum(refl) + sum(between) - refl[i]))
+            total = total - torch.log(between[i] / (sum(refl) + sum(between)))
         return total
 
     return 0.5 * (semi(z1, z2) + semi(z2, z1))

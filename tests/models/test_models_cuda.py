@@ -24,11 +24,16 @@ BATCH = ([0, 2, 2, 4, 1], [0, 3, 5, 1, 2], [4, 1, 0, 2, 5])
     ("lightgcn", {"embedding_size": 8, "n_layers": 2}),
     ("simkgcl", {"embedding_size": 8, "kg_view": "fused", **NO_DROPOUT}),
     ("simkgcl", {"embedding_size": 8, "kg_view": "pure", **NO_DROPOUT}),
+    ("kgcl", {"embedding_size": 8, "gat_dropout": 0.0, "graph_drop_rate": 0.0}),
+    ("kgcl", {"embedding_size": 8, "gat_dropout": 0.0, "graph_drop_rate": 0.0,
+              "ui_augmentation": "random"}),
 ])
 def test_losses_gradients_and_embeddings_match_cpu(name, config):
     torch.manual_seed(3)
     cpu = get_model_class(name)(toy_graph(), config).double()
     gpu = copy.deepcopy(cpu).cuda()
+    for model in (cpu, gpu):  # the same per-epoch draws (KGCL's augmented graphs) on both
+        model.on_epoch_start(0, torch.Generator().manual_seed(1))
     batch = [torch.tensor(b) for b in BATCH]
     cpu_terms = cpu(*batch)
     gpu_terms = gpu(*(b.cuda() for b in batch))
