@@ -69,7 +69,8 @@ Departures from the authors' code:
 * Engine: the run's sampler (RecBole-style: each training interaction once per epoch with one
   uniform negative, batch 2048, the last batch kept) instead of their loader (a uniform positive
   of each interaction's user, last batch dropped); early stopping on validation NDCG@20, not on
-  test recall; Xavier nowhere: normal(0.1) tables and ``nn.Linear``'s default init as theirs.
+  test recall. Initialisation as theirs: normal(0, 0.1) tables, ``nn.Linear``'s default for
+  the attention layer (the random streams differ).
 * TransE: ``max(1, heads // kg_batch_size)`` batches (the authors drop the last partial batch,
   so with fewer heads than a batch their code has no batch and fails); only triples whose head
   is an item are used by the encoder and by TransE (their heads are all items; others counted
@@ -217,7 +218,7 @@ class KGCL(Recommender):
         if not self.training or self.gat_dropout == 0.0:
             return x
         mask = keep_mask(x.shape, self.gat_dropout, x.dtype, x.device)
-        return x * mask * (1.0 / (1.0 - self.gat_dropout))
+        return x * mask.mul_(1.0 / (1.0 - self.gat_dropout))  # one pass over x, not two
 
     def _generator_dropout(self, generator: torch.Generator) -> Dropout:
         """The encoder's dropout with masks from ``generator`` (the per-epoch consistency)."""
@@ -227,7 +228,7 @@ class KGCL(Recommender):
             if rate == 0.0:
                 return x
             keep = torch.rand(x.shape, generator=generator) >= rate
-            return x * keep.to(x.device, x.dtype) * (1.0 / (1.0 - rate))
+            return x * keep.to(x.device, x.dtype).mul_(1.0 / (1.0 - rate))
 
         return drop
 
@@ -240,15 +241,19 @@ class KGCL(Recommender):
         """
         drop = dropout if dropout is not None else self._torch_dropout
         dim, relations = self.embedding_size, self.relation_embedding.weight
+        shape = (*slot_keep.shape, dim)
         items = drop(self.item_embedding.weight)
         # a dropped slot reads the padding row, as the authors' views replace its tail
         tails = self.kg.neighbour_tails.masked_fill(~slot_keep, self.kg.pad_entity)
-        neighbours = drop(self.entity_embedding.weight[tails])  # (I, K, d)
+        # index_select (backward: index_add_) rather than advanced indexing (index_put_)
+        neighbours = drop(self.entity_embedding.weight.index_select(0, tails.flatten())
+                          .view(shape))
         weight, bias = self.attention.weight, self.attention.bias
         slot_relations = self.kg.neighbour_relations
         item_scores = F.linear(items, weight[:, :dim], bias) @ relations.t()  # (I, R)
         logits = item_scores.gather(1, slot_relations)
-        tail_directions = (relations @ weight[:, dim:])[slot_relations]  # (I, K, d)
+        tail_directions = (relations @ weight[:, dim:]).index_select(
+            0, slot_relations.flatten()).view(shape)
         logits = logits + (neighbours * tail_directions).sum(-1)
         logits = F.leaky_relu(logits, LEAKY_SLOPE).masked_fill(~slot_keep, MASKED_LOGIT)
         attention = drop(torch.softmax(logits, dim=1))
