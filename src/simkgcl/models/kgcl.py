@@ -80,6 +80,9 @@ Departures from the authors' code:
 * Degenerate consistency scores (all items equal) give ``q = 1 - ui_drop_rate`` for every item
   (the authors' formula divides by zero there).
 * Duplicate interactions collapse to one edge (the authors' sparse sum would weigh them 2).
+* GRACE's denominator sums the pairs other than the row's own instead of subtracting the self
+  pair from the full sum (the same value, without the cancellation). An earlier commit of theirs
+  (13384a5) used ``info_nce_loss_overall`` (batch rows against every row of view 2) instead.
 * Dropout masks come from 16-bit draws (:func:`~simkgcl.models.ops.keep_mask`; rate exact to
   2^-16) on the torch RNG per forward; per-epoch draws from the epoch's generator.
 """
