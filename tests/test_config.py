@@ -92,6 +92,7 @@ def test_unknown_key_from_a_file_names_the_file(tmp_path: Path) -> None:
 
 
 def test_key_of_another_model_is_explained() -> None:
+    # kg_view is SimKGCL's alone (cl_rate is KGCL's too since kgcl joined the registry)
     with pytest.raises(ConfigError, match="belongs to model 'simkgcl'.*'bpr'"):
         Config(model="bpr", kg_view="pure")
     # a key of several models names them all

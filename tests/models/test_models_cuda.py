@@ -31,12 +31,15 @@ BATCH = ([0, 2, 2, 4, 1], [0, 3, 5, 1, 2], [4, 1, 0, 2, 5])
     ("sgl", {"embedding_size": 8, "type": "rw"}),
     ("simgcl", {"embedding_size": 8, "eps": 0.0}),  # noise is drawn on the device: off
     ("xsimgcl", {"embedding_size": 8, "eps": 0.0}),
+    ("kgcl", {"embedding_size": 8, "gat_dropout": 0.0, "graph_drop_rate": 0.0}),
+    ("kgcl", {"embedding_size": 8, "gat_dropout": 0.0, "graph_drop_rate": 0.0,
+              "ui_augmentation": "random"}),
 ])
 def test_losses_gradients_and_embeddings_match_cpu(name, config):
     torch.manual_seed(3)
     cpu = get_model_class(name)(toy_graph(), config).double()
     gpu = copy.deepcopy(cpu).cuda()
-    for model in (cpu, gpu):
+    for model in (cpu, gpu):  # the same per-epoch draws (KGCL's augmented graphs) on both
         model.on_epoch_start(0, torch.Generator().manual_seed(1))
     batch = [torch.tensor(b) for b in BATCH]
     cpu_terms = cpu(*batch)

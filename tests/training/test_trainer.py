@@ -344,3 +344,55 @@ def test_models_get_a_per_epoch_stream_that_depends_on_seed_and_epoch_only(
     draws.clear()
     _trainer(tiny_model, [0.1, 0.2, 0.3], epochs=1, seed=7).fit()
     assert draws[0][1] != first[0][1]
+
+
+def test_extra_steps_run_as_optimiser_steps_of_their_own_before_the_batches(
+        tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model's extra steps (KGCL's TransE batches) run after on_epoch_start and before the
+    epoch's batches, each one optimiser step on its own loss; their terms are logged."""
+    events: list[str] = []
+    forward = TinyMF.forward
+
+    def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
+        events.append(f"start {epoch}")
+
+    def extra_steps(self):
+        def step(k: int):
+            events.append(f"extra {k}")
+            # pull item 0's row towards 1.0 (a loss the batches never see)
+            return {"pull": (self.items.weight[0] - 1.0).pow(2).sum()}
+        return [lambda k=k: step(k) for k in range(3)]
+
+    def spy_forward(self, *args):
+        events.append("batch")
+        return forward(self, *args)
+
+    monkeypatch.setattr(TinyMF, "on_epoch_start", on_epoch_start)
+    monkeypatch.setattr(TinyMF, "extra_steps", extra_steps)
+    monkeypatch.setattr(TinyMF, "forward", spy_forward)
+    trainer = _trainer(tiny_model, [0.1], epochs=1, learner="sgd", learning_rate=0.1)
+    start = trainer.model.items.weight[0].detach().clone()
+    expected = start.clone()
+    for _ in range(3):  # plain SGD on (x - 1)^2: x <- x - 0.1 * 2 (x - 1), three times
+        expected = expected - 0.2 * (expected - 1.0)
+    losses = trainer.train_epoch(0)
+    first_batch = events.index("batch")
+    assert events[:first_batch] == ["start 0", "extra 0", "extra 1", "extra 2"]
+    assert "extra" not in " ".join(events[first_batch:])
+    assert losses.keys() == {"bpr", "aux", "pull"}
+    want = sum(float((x - 1.0).pow(2).sum()) for x in (
+        start, start - 0.2 * (start - 1.0), start - 0.36 * (start - 1.0)))
+    assert losses["pull"] == pytest.approx(want, rel=1e-5)
+    # stopped at the first batch: item 0 has moved by exactly the three extra steps
+    class FirstBatch(Exception):
+        pass
+
+    def stop(self, *args):
+        raise FirstBatch
+
+    trainer = _trainer(tiny_model, [0.1], epochs=1, learner="sgd", learning_rate=0.1)
+    monkeypatch.setattr(TinyMF, "forward", stop)
+    with pytest.raises(FirstBatch):
+        trainer.train_epoch(0)
+    assert torch.allclose(trainer.model.items.weight[0], expected, atol=1e-6)
+    assert not torch.allclose(start, expected, atol=1e-3)

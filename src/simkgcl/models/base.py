@@ -9,7 +9,7 @@ minimised; the names are what the trainer logs). Evaluation and serving call
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -49,6 +49,17 @@ class Recommender(nn.Module):
         augmentation) draw it here from ``generator``: a CPU generator determined by
         ``(seed, epoch)`` alone, so a resumed run and every DDP rank draw exactly the same.
         """
+
+    def extra_steps(self) -> Sequence[Callable[[], dict[str, Tensor]]]:
+        """Optimiser steps of their own that the trainer runs after :meth:`on_epoch_start`,
+        before the epoch's batches; none by default.
+
+        Each callable returns named loss terms (e.g. KGCL's TransE ``kg`` on one batch of
+        triples); the trainer minimises their sum with the run's optimiser, one step each, and
+        logs the terms' sums with the epoch's. They call the model itself (not a DDP wrapper),
+        so every rank must compute the same steps: draw them in :meth:`on_epoch_start`.
+        """
+        return ()
 
     def forward(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> dict[str, Tensor]:
         """Loss terms for one batch of (user, positive item, negative item) triples."""

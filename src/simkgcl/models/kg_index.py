@@ -18,6 +18,10 @@ the rows of the gather product ``G`` of
 :mod:`~simkgcl.models.ops.relational_aggregation`; ``H`` (``aggregate``) sums the pairs of each
 head into ``[users; slots]``. The user rows of ``G`` hold the interactions (their values are
 the model's normalised weights, given per call).
+
+:class:`ItemTriples` is the other view of the same triples that KGCL reads: the item-headed
+triples in the file's order, as a fixed-width neighbour table per item and as per-head triple
+lists from which its TransE batches are drawn (with a given generator).
 """
 
 from __future__ import annotations
@@ -166,3 +170,135 @@ class KGIndex(nn.Module):
         if self.layer0_order is None:
             return entity_table
         return entity_table.index_select(0, self.layer0_order)
+
+
+# ---------------------------------------------------------------------------------------------
+# Item-headed triples in the file's order (KGCL's ``kg_dict``): a fixed-width neighbour table
+# for its attention encoder and per-head triple lists for its TransE batches.
+
+
+def first_occurrences(graph: GraphData) -> Tensor:
+    """Indices of the graph's distinct triples (first occurrence of each), in file order."""
+    heads, rels, tails = graph.kg_heads.long(), graph.kg_relations.long(), graph.kg_tails.long()
+    keys = (heads * graph.n_relations + rels) * graph.n_entities + tails
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    positions = torch.arange(keys.numel())
+    first = torch.full((unique.numel(),), keys.numel(), dtype=torch.long)
+    first = first.scatter_reduce(0, inverse, positions, "amin")
+    return torch.sort(first).values
+
+
+class ItemTriples(nn.Module):
+    """The distinct triples whose head is an item, grouped by head in file order.
+
+    * ``neighbour_tails``, ``neighbour_relations``, ``neighbour_valid`` (``n_items x width``):
+      each item's first ``width`` triples in the file's order (KGCL's ``get_kg_dict``: no
+      sampling, a truncation); unused slots hold tail ``pad_entity``, relation 0 and False.
+    * ``heads``: the item heads in order of first appearance; their triples are
+      ``triple_relations/triple_tails[starts[k] : starts[k] + counts[k]]`` (for TransE batches);
+      ``triple_keys``: every kept triple's ``(h * R + r) * E + t``, sorted (membership tests).
+
+    Triples whose head is not an item are not used (``n_other_head_triples`` counts them).
+    Buffers move with ``.to(device)`` and are not saved in checkpoints.
+    """
+
+    neighbour_tails: Tensor
+    neighbour_relations: Tensor
+    neighbour_valid: Tensor
+    heads: Tensor
+    starts: Tensor
+    counts: Tensor
+    triple_relations: Tensor
+    triple_tails: Tensor
+    triple_keys: Tensor
+
+    def __init__(self, graph: GraphData, width: int, pad_entity: int):
+        super().__init__()
+        graph = graph.to("cpu")
+        n_items, n_relations, n_entities = graph.n_items, graph.n_relations, graph.n_entities
+        order = first_occurrences(graph)
+        heads = graph.kg_heads.long()[order]
+        rels = graph.kg_relations.long()[order]
+        tails = graph.kg_tails.long()[order]
+        on_items = heads < n_items
+        self.n_other_head_triples = int((~on_items).sum())
+        heads, rels, tails = heads[on_items], rels[on_items], tails[on_items]
+        by_head = torch.sort(heads, stable=True).indices  # file order kept within a head
+        heads, rels, tails = heads[by_head], rels[by_head], tails[by_head]
+        counts = torch.bincount(heads, minlength=n_items)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(heads.numel()) - starts[heads]
+        slot = rank < width
+        self.width, self.pad_entity = int(width), int(pad_entity)
+        neighbour_tails = torch.full((n_items, width), int(pad_entity), dtype=torch.long)
+        neighbour_relations = torch.zeros((n_items, width), dtype=torch.long)
+        neighbour_valid = torch.zeros((n_items, width), dtype=torch.bool)
+        neighbour_tails[heads[slot], rank[slot]] = tails[slot]
+        neighbour_relations[heads[slot], rank[slot]] = rels[slot]
+        neighbour_valid[heads[slot], rank[slot]] = True
+        self.register_buffer("neighbour_tails", neighbour_tails, persistent=False)
+        self.register_buffer("neighbour_relations", neighbour_relations, persistent=False)
+        self.register_buffer("neighbour_valid", neighbour_valid, persistent=False)
+
+        first_seen = torch.full((n_items,), heads.numel(), dtype=torch.long)
+        first_seen = first_seen.scatter_reduce(0, heads, by_head, "amin")
+        head_order = torch.argsort(first_seen[counts > 0], stable=True)
+        ordered_heads = torch.nonzero(counts > 0).flatten()[head_order]
+        self.register_buffer("heads", ordered_heads, persistent=False)
+        self.register_buffer("starts", starts[ordered_heads], persistent=False)
+        self.register_buffer("counts", counts[ordered_heads], persistent=False)
+        self.register_buffer("triple_relations", rels, persistent=False)
+        self.register_buffer("triple_tails", tails, persistent=False)
+        keys = (heads * n_relations + rels) * n_entities + tails
+        self.register_buffer("triple_keys", torch.sort(keys).values, persistent=False)
+        self.n_relations, self.n_entities = n_relations, n_entities
+
+    def _random_triples(self, head_positions: Tensor, generator: torch.Generator) -> Tensor:
+        """One triple (an index into ``triple_*``) per head position, uniformly among its own."""
+        u = torch.rand(head_positions.numel(), generator=generator, dtype=torch.float64)
+        counts = self.counts.cpu()[head_positions]
+        pick = (u * counts).long().clamp_max_(counts - 1)
+        return self.starts.cpu()[head_positions] + pick
+
+    def is_triple(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
+        """Whether each ``(h, r, t)`` is one of the kept triples (on the CPU)."""
+        keys = (heads * self.n_relations + relations) * self.n_entities + tails
+        known = self.triple_keys.cpu()
+        if known.numel() == 0:
+            return torch.zeros_like(keys, dtype=torch.bool)
+        where = torch.searchsorted(known, keys).clamp_max_(known.numel() - 1)
+        return known[where] == keys
+
+    def transe_batches(
+        self, batch_size: int, generator: torch.Generator, max_rounds: int = 10_000
+    ) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """One epoch of KGCL's TransE batches (its ``KGDataset`` through an unshuffled loader).
+
+        The heads in order, ``batch_size`` at a time, the last partial batch dropped
+        (``drop_last``) unless there is no full batch (then one batch of every head); per head,
+        a true ``(r, t+)`` uniformly among its triples and a corrupted ``t-``: the tail of a
+        uniform triple of a uniform head, redrawn while ``(h, r, t-)`` is a triple. On the CPU.
+        """
+        n_heads = int(self.heads.numel())
+        if n_heads == 0:
+            return []
+        n_batches = max(n_heads // batch_size, 1)
+        used = n_heads if n_heads < batch_size else n_batches * batch_size
+        positions = torch.arange(used)
+        heads = self.heads.cpu()[positions]
+        chosen = self._random_triples(positions, generator)
+        relations = self.triple_relations.cpu()[chosen]
+        pos_tails = self.triple_tails.cpu()[chosen]
+        neg_tails = torch.empty_like(pos_tails)
+        todo = torch.arange(used)
+        for _ in range(max_rounds):
+            other = torch.randint(n_heads, (todo.numel(),), generator=generator)
+            neg_tails[todo] = self.triple_tails.cpu()[self._random_triples(other, generator)]
+            todo = todo[self.is_triple(heads[todo], relations[todo], neg_tails[todo])]
+            if todo.numel() == 0:
+                break
+        else:
+            raise ValueError("TransE sampling: no corrupted tail found for some heads")
+        size = used if n_heads < batch_size else batch_size
+        return [tuple(t[k : k + size] for t in (heads, relations, pos_tails, neg_tails))
+                for k in range(0, used, size)]

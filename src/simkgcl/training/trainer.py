@@ -205,6 +205,7 @@ class Trainer:
         self.train_module.train()
         self.model.on_epoch_start(epoch, epoch_generator(self.config["seed"], epoch,
                                                          MODEL_EPOCH_STREAM))
+        extra = self._extra_steps()
         batches = self.sampler.epoch(epoch)
         totals: dict[str, torch.Tensor] = {}
         bar = tqdm(batches, desc=f"epoch {epoch}", total=len(batches), leave=False,
@@ -237,6 +238,8 @@ class Trainer:
             stacked = torch.stack([totals[n].reshape(()).to(torch.float64) for n in names])
             torch.distributed.all_reduce(stacked)
             totals = dict(zip(names, stacked.unbind(), strict=True))
+        for name, value in extra.items():  # the same on every rank: added after the reduction
+            totals[name] = totals[name] + value if name in totals else value
         # One host sync per epoch, not per batch.
         losses = {name: float(v) for name, v in totals.items()}
         for name, value in losses.items():
@@ -247,6 +250,26 @@ class Trainer:
                     "gradient clipping (clip_grad_norm={max_norm: 5}) or another seed"
                 )
         return losses
+
+    def _extra_steps(self) -> dict[str, torch.Tensor]:
+        """Run the model's :meth:`~simkgcl.models.base.Recommender.extra_steps` (one optimiser
+        step each, on the model itself: every rank computes the same); their terms' sums."""
+        totals: dict[str, torch.Tensor] = {}
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        for step in self.model.extra_steps():
+            self.optimizer.zero_grad(set_to_none=True)
+            with self.autocast():
+                terms = step()
+            loss = sum(terms.values())
+            assert isinstance(loss, torch.Tensor)
+            loss.backward()
+            if self.clip:
+                nn.utils.clip_grad_norm_(params, **self.clip)
+            self.optimizer.step()
+            for name, value in terms.items():
+                d = value.detach()
+                totals[name] = totals[name] + d if name in totals else d.clone()
+        return totals
 
     def validate(self) -> dict[str, float]:
         assert self.valid_task is not None

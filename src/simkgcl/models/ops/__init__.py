@@ -12,6 +12,7 @@ One idea per module, its formula in the module docstring:
 * :mod:`~.propagation` — LightGCN's layers on normalised graphs and their mean.
 * :mod:`~.noise` — SimGCL's sign-aligned uniform noise.
 * :mod:`~.info_nce` — InfoNCE between two views (positives on the diagonal or at given rows).
+* :mod:`~.grace` — GRACE's symmetric loss: InfoNCE with intra-view negatives too (KGCL).
 * :mod:`~.dropout` — keep-masks (16-bit draws), sparse dropout, exact-size subsets.
 * :mod:`~.independence` — penalties that push the rows of a matrix apart (cosine, distance
   correlation, InfoNCE; KGIN's intents).
@@ -19,6 +20,7 @@ One idea per module, its formula in the module docstring:
 * :mod:`~.relational_aggregation` — ``sum a (x_t * w_r)`` per head, interaction rows alongside;
   the users' scales ``1 + softmax(u K^T) V``.
 * :mod:`~.precision` — operators run in at least float32.
+* :mod:`~.translation` — TransE's BPR loss on (head, relation, true tail, corrupted tail) rows.
 """
 
 from simkgcl.models.ops.adjacency import (
@@ -28,6 +30,7 @@ from simkgcl.models.ops.adjacency import (
     unique_interactions,
 )
 from simkgcl.models.ops.dropout import keep_mask, kept_subset, sampled_subset, sparse_dropout
+from simkgcl.models.ops.grace import grace_loss
 from simkgcl.models.ops.independence import INDEPENDENCE_KINDS, independence_loss
 from simkgcl.models.ops.info_nce import info_nce
 from simkgcl.models.ops.noise import add_sign_aligned, random_directions
@@ -43,6 +46,7 @@ from simkgcl.models.ops.relational_aggregation import (
 )
 from simkgcl.models.ops.segment import segment_mean_weights, segment_softmax
 from simkgcl.models.ops.sparse import SparsePattern
+from simkgcl.models.ops.translation import transe_bpr_loss
 
 __all__ = [
     "INDEPENDENCE_KINDS",
@@ -53,6 +57,7 @@ __all__ = [
     "at_least_float32",
     "attention_logits",
     "bipartite_adjacency",
+    "grace_loss",
     "independence_loss",
     "info_nce",
     "intent_scale",
@@ -70,6 +75,7 @@ __all__ = [
     "segment_softmax",
     "sparse_dropout",
     "to_at_least_float32",
+    "transe_bpr_loss",
     "unique_interactions",
     "user_attention_scale",
     "user_relation_scale",

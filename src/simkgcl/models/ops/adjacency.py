@@ -29,23 +29,32 @@ def unique_interactions(users: Tensor, items: Tensor, n_items: int) -> tuple[Ten
     return keys // n_items, keys % n_items
 
 
-def _inv_sqrt_degree(ids: Tensor, n: int) -> Tensor:
-    degree = torch.bincount(ids, minlength=n).double() + DEGREE_EPS
+def _inv_sqrt_degree(ids: Tensor, n: int, eps: float) -> Tensor:
+    degree = torch.bincount(ids, minlength=n).double() + eps
     return degree.pow(-0.5)
 
 
 def interaction_weights(
-    users: Tensor, items: Tensor, n_users: int, n_items: int, norm: str = "symmetric"
+    users: Tensor,
+    items: Tensor,
+    n_users: int,
+    n_items: int,
+    norm: str = "symmetric",
+    *,
+    eps: float = DEGREE_EPS,
 ) -> Tensor:
     """float64 value of each distinct (user, item) pair in the normalised matrix ``norm``.
 
     ``users``, ``items``: from :func:`unique_interactions` (degrees count each pair once).
+    ``eps``: added to the degrees of ``symmetric`` (RecBole's 1e-7; 0 gives the exact
+    ``D^-1/2 A D^-1/2`` of LightGCN's original code, which KGCL's authors build).
     Kept in float64: :meth:`~simkgcl.models.ops.sparse.SparsePattern.matmul` casts the values to
     the dense operand's dtype, so a float32 model rounds them once per product (the same bits as
     float32 values rounded at build) and a float64 model computes in float64 throughout.
     """
     if norm == "symmetric":
-        values = _inv_sqrt_degree(users, n_users)[users] * _inv_sqrt_degree(items, n_items)[items]
+        values = (_inv_sqrt_degree(users, n_users, eps)[users]
+                  * _inv_sqrt_degree(items, n_items, eps)[items])
     elif norm == "mean":
         values = torch.bincount(users, minlength=n_users).double().reciprocal()[users]
     else:
