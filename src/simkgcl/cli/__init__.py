@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from simkgcl import __version__
@@ -32,7 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run one command; ``argv`` None means this is the program (``simkgcl`` / ``-m simkgcl``)."""
+    code = _command(list(sys.argv[1:] if argv is None else argv))
+    if argv is None and _torchrun_worker():
+        # a torchrun worker leaves without interpreter finalisation, which races gloo's threads
+        from simkgcl.training.distributed import end_worker_process
+
+        end_worker_process(code)
+    return code
+
+
+def _torchrun_worker() -> bool:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def _command(argv: list[str]) -> int:
     # --debug is accepted anywhere on the line, not only before the sub-command.
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

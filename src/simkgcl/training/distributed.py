@@ -22,9 +22,10 @@ import contextlib
 import inspect
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
 from torch import nn
@@ -131,6 +132,27 @@ def _leave(*, barrier: bool, device: torch.device) -> None:
         torch.distributed.destroy_process_group()
 
 
+def end_worker_process(code: int) -> NoReturn:
+    """End a torchrun worker with ``code`` once its work is done: flush, then ``os._exit``.
+
+    Why not a normal exit: gloo's run-loop threads outlive ``destroy_process_group`` (the C++
+    group stays referenced), and a thread still releasing a finished collective's tensors must
+    take the GIL to do it. If the interpreter is finalising at that moment, CPython ends that
+    thread inside a C++ destructor and the process aborts with SIGABRT ("terminate called
+    without an active exception"; gdb: ``ProcessGroupGloo::runLoop`` -> ``~AsyncAllreduceWork``
+    -> ``take_gil`` -> ``PyThread_exit_thread``). Measured with a minimal 2-process script: 6
+    aborts in 40 runs with the group left from an ``atexit`` hook, 1 in 40 with a final barrier
+    and ``destroy_process_group``. Skipping finalisation removes the race. Nothing is lost: the
+    run folder's files are written atomically and fsynced, and logging and the standard
+    streams are flushed here.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 def broadcast_from_main(value: T, group: ProcessGroup) -> T:
     """Rank 0's ``value`` on every rank (any picklable object; the value itself when alone)."""
     if not group.distributed:
@@ -166,4 +188,5 @@ def data_parallel(model: nn.Module, device: torch.device, group: ProcessGroup) -
 
 
 __all__ = ["ProcessGroup", "any_rank", "broadcast_from_main", "current_group", "data_parallel",
-           "env_world_size", "is_main_process", "process_group", "resolve_device"]
+           "end_worker_process", "env_world_size", "is_main_process", "process_group",
+           "resolve_device"]
