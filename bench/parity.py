@@ -33,13 +33,13 @@ TIMING_FIELDS = ("train_seconds", "valid_seconds")
 def run_case(values: dict[str, Any], dataset: str, epochs: int, root: Path) -> dict[str, Any]:
     from simkgcl.config import Config
     from simkgcl.training.run import train
+    from simkgcl.training.run_folder import RunFolder
 
     config = Config(values, dataset=dataset, epochs=epochs, seed=2020, threads=1, device="cpu",
                     show_progress=False, checkpoint_dir=str(root), stopping_warmup=0)
     result = train(config)
     history = []
-    for line in (Path(result.run_dir) / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
+    for record in RunFolder(result.run_dir).read_history():
         for key in TIMING_FIELDS:
             record.pop(key, None)
         history.append(record)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -121,35 +122,10 @@ def machine_info(threads: int) -> dict[str, Any]:
 # child side: speed
 
 
-class _TimedBatches:
-    """An epoch's batches, cut to ``limit`` and timed: the gap between two batches handed to
-    the trainer is one training step (forward, backward, optimiser step)."""
-
-    def __init__(self, batches: Any, limit: int | None, sink: list[float], sync: Any):
-        self.batches = batches
-        self.limit = limit
-        self.sink = sink
-        self.sync = sync
-
-    def __len__(self) -> int:
-        n = len(self.batches)
-        return n if self.limit is None else min(n, self.limit)
-
-    def __iter__(self) -> Iterator[Any]:
-        n = len(self)
-        last = time.perf_counter()
-        for i, batch in enumerate(self.batches):
-            if i >= n:
-                break
-            yield batch
-            self.sync()
-            now = time.perf_counter()
-            self.sink.append(now - last)
-            last = now
-
-
 class _TimedSampler:
-    """Stands in for the NegativeSampler inside the Trainer (which only calls ``epoch``)."""
+    """Stands in for the NegativeSampler inside the Trainer (a ``simkgcl.sampling.EpochSource``):
+    each epoch is cut to ``limit`` batches, and the gap between two batches handed to the
+    trainer, one training step (forward, backward, optimiser step), is recorded."""
 
     def __init__(self, sampler: Any, limit: int | None, sync: Any):
         self.sampler = sampler
@@ -157,8 +133,33 @@ class _TimedSampler:
         self.sync = sync
         self.batch_seconds: list[float] = []
 
-    def epoch(self, epoch: int) -> _TimedBatches:
-        return _TimedBatches(self.sampler.epoch(epoch), self.limit, self.batch_seconds, self.sync)
+    def epoch(self, epoch: int) -> Any:
+        batches = self.sampler.epoch(epoch).head(self.limit)
+        return _timed_batches_type()(batches, self)
+
+
+@functools.cache
+def _timed_batches_type() -> type:
+    """An ``EpochBatches`` that times its steps (defined on first use: simkgcl imports lazily,
+    so that the child's RSS after imports is measured where it happens)."""
+    from simkgcl.sampling import EpochBatches
+
+    class TimedBatches(EpochBatches):
+        def __init__(self, batches: EpochBatches, timer: _TimedSampler):
+            super().__init__(batches.users, batches.pos_items, batches.neg_items,
+                             batches.bounds, batches.shares)
+            self.timer = timer
+
+        def __iter__(self) -> Iterator[Any]:
+            last = time.perf_counter()
+            for batch in super().__iter__():
+                yield batch
+                self.timer.sync()
+                now = time.perf_counter()
+                self.timer.batch_seconds.append(now - last)
+                last = now
+
+    return TimedBatches
 
 
 def _autocast(device_type: str, name: str):
@@ -195,11 +196,9 @@ def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(spec["threads"])
     logging.getLogger("simkgcl").setLevel(logging.WARNING)
-    from simkgcl.evaluation.evaluator import Evaluator
-    from simkgcl.graph import build_graph
-    from simkgcl.models import get_model_class
-    from simkgcl.sampling.negative import NegativeSampler
-    from simkgcl.training.run import load_data, resolve_device, seed_everything
+    from simkgcl.training.components import build_components, load_data
+    from simkgcl.training.distributed import resolve_device
+    from simkgcl.training.run import seed_everything
     from simkgcl.training.trainer import Trainer
 
     rss = {"after_imports": current_rss_mb()}
@@ -215,15 +214,11 @@ def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
     rss["after_data"] = current_rss_mb()
 
     t0 = time.perf_counter()
-    graph = build_graph(dataset, split).to(device)
-    model = get_model_class(config["model"])(graph, config).to(device)
-    sampler = NegativeSampler(split.train.users, split.train.items, dataset.n_items,
-                              batch_size=config["train_batch_size"], seed=config["seed"],
-                              num_negatives=config["neg_sampling"]["uniform"], device=device)
-    evaluator = Evaluator.from_config(config, dataset.n_users, dataset.n_items, device)
-    valid_task = evaluator.task(split.valid, [split.train])
+    parts = build_components(config, dataset, split, device)
+    sampler = parts.sampler
+    valid_task = parts.evaluator.task(split.valid, split.valid_exclusions())
     timed = _TimedSampler(sampler, spec["max_batches"], sync)
-    trainer = Trainer(model, config, timed, evaluator, valid_task, run_dir=None)  # type: ignore[arg-type]
+    trainer = Trainer(parts.model, config, timed, parts.evaluator, valid_task)
     sync()
     build_s = time.perf_counter() - t0
     rss["after_build"] = current_rss_mb()
@@ -362,7 +357,9 @@ def measure_accuracy(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(spec["threads"])
     logging.getLogger("simkgcl").setLevel(logging.WARNING)
-    from simkgcl.training.run import resolve_device, train
+    from simkgcl.training.distributed import resolve_device
+    from simkgcl.training.run import train
+    from simkgcl.training.run_folder import RunFolder
 
     config = _config(spec)
     if spec["epochs_given"]:
@@ -372,7 +369,7 @@ def measure_accuracy(spec: dict[str, Any]) -> dict[str, Any]:
     with _autocast(resolve_device(config["device"]).type, spec["autocast"]):
         run = train(config)
     wall = time.perf_counter() - t0
-    summary = json.loads((Path(run.run_dir) / "results.json").read_text())
+    summary = RunFolder(run.run_dir).read_results()
     return {
         "system": "simkgcl",
         "model": config["model"],

@@ -18,7 +18,7 @@ import torch
 
 from simkgcl.config import Config
 from simkgcl.evaluation.evaluator import Evaluator
-from simkgcl.training.run import _test_exclusions, load_data
+from simkgcl.training.components import load_data
 
 
 def most_popular(dataset_path: str) -> dict[str, float]:
@@ -26,7 +26,7 @@ def most_popular(dataset_path: str) -> dict[str, float]:
     dataset, split = load_data(config)
     counts = np.bincount(split.train.items, minlength=dataset.n_items).astype(np.float32)
     evaluator = Evaluator.from_config(config, dataset.n_users, dataset.n_items, "cpu")
-    task = evaluator.task(split.test, exclude=_test_exclusions(config, split))
+    task = evaluator.task(split.test, exclude=split.test_exclusions())
     users = torch.ones(dataset.n_users, 1)
     items = torch.from_numpy(counts).unsqueeze(1)
     return evaluator.evaluate_embeddings(users, items, task)

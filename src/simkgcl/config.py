@@ -312,7 +312,8 @@ def _unknown_key_error(key: str, specs: Mapping[str, KeySpec], model_name: str,
     owners = _other_models_owning(key, model_name)
     if not owners:
         return ConfigError(unknown_key_message(key, specs, f"from {source}"))
-    listed = " and ".join(repr(o) for o in owners)
+    names = [repr(o) for o in owners]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
     plural = "s" if len(owners) > 1 else ""
     return ConfigError(f"config key {key!r} (from {source}) belongs to model{plural} {listed}; "
                        f"this run uses model {model_name!r}, which does not take it")

@@ -21,7 +21,8 @@ from simkgcl.evaluation.groups import (
     quantile_groups,
 )
 from simkgcl.evaluation.per_user import PerUserMetrics
-from simkgcl.training.run import PER_USER_FILE, train
+from simkgcl.training.run import train
+from simkgcl.training.run_folder import PER_USER_FILE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_evaluator import ITEM_EMB, TEST, TRAIN, USER_EMB, VALID  # noqa: E402

@@ -114,3 +114,19 @@ def write_kgcn_folder(folder, n_users: int = 40, n_items: int = 30, per_user: in
     kg = [f"{rng.integers(0, n_items)}\t{rng.integers(0, 3)}\t{rng.integers(0, n_items + 5)}"
           for _ in range(60)]
     (folder / "kg_final.txt").write_text("\n".join(kg) + "\n")
+
+
+def write_atomic_train_test_folder(folder, n_users: int = 40, n_items: int = 30,
+                                   per_user: int = 10, seed: int = 0) -> None:
+    """RecBole atomic files ``<name>.train.inter`` and ``<name>.test.inter`` (8 + 2 per user),
+    no knowledge graph: the seed's ``benchmark_filename: [train, test, test]`` setting."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    header = "user_id:token\titem_id:token\n"
+    train, test = [header], [header]
+    for u in range(n_users):
+        chosen = rng.choice(n_items, size=per_user, replace=False)
+        train += [f"u{u}\ti{i}\n" for i in chosen[:-2]]
+        test += [f"u{u}\ti{i}\n" for i in chosen[-2:]]
+    (folder / f"{folder.name}.train.inter").write_text("".join(train))
+    (folder / f"{folder.name}.test.inter").write_text("".join(test))

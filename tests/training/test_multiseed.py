@@ -17,7 +17,7 @@ from simkgcl.training.multiseed import (
     read_summary,
     train_seeds,
 )
-from simkgcl.training.run import read_results
+from simkgcl.training.run_folder import RunFolder
 
 
 def test_summary_equals_mean_and_sample_std_of_each_runs_results(tmp_path: Path) -> None:
@@ -30,7 +30,7 @@ def test_summary_equals_mean_and_sample_std_of_each_runs_results(tmp_path: Path)
     assert result.summary_dir.parent == tmp_path / "runs"
     assert [Config.load(d / "config.yaml")["seed"] for d in run_dirs] == [11, 12, 13]
 
-    per_run = [read_results(d)["test"] for d in run_dirs]
+    per_run = [RunFolder(d).read_results()["test"] for d in run_dirs]
     assert len({json.dumps(t, sort_keys=True) for t in per_run}) == 3  # the seed changed things
     summary = read_summary(result.summary_dir)
     assert summary["std"] == "sample (ddof=1)"
@@ -44,7 +44,7 @@ def test_summary_equals_mean_and_sample_std_of_each_runs_results(tmp_path: Path)
         assert stats["std"] == pytest.approx(statistics.stdev(values), rel=1e-9)
         assert stats["n"] == 3
     for metric, stats in summary["best_valid"].items():
-        values = [read_results(d)["best_valid"][metric] for d in run_dirs]
+        values = [RunFolder(d).read_results()["best_valid"][metric] for d in run_dirs]
         assert stats["mean"] == pytest.approx(statistics.mean(values), rel=1e-12)
 
     table = format_summary(result)

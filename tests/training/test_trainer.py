@@ -24,6 +24,7 @@ from simkgcl.training.checkpoint import (
     restore_rng_state,
 )
 from simkgcl.training.run import evaluate_run, train
+from simkgcl.training.run_folder import RunFolder
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def _trainer(tiny_model: str, scores, tmp_path=None, callbacks=(), **overrides) 
     sampler = NegativeSampler(split.train.users, split.train.items, ds.n_items, batch_size=64,
                               seed=cfg["seed"])
     return Trainer(model, cfg, sampler, ScriptedEvaluator(scores), valid_task=object(),
-                   run_dir=tmp_path, callbacks=callbacks)
+                   folder=RunFolder(tmp_path) if tmp_path else None, callbacks=callbacks)
 
 
 def test_early_stopping_follows_recbole(tiny_model: str) -> None:

@@ -16,7 +16,8 @@ optuna = pytest.importorskip("optuna")
 from simkgcl.cli.tune import register  # noqa: E402
 from simkgcl.config import Config  # noqa: E402
 from simkgcl.errors import ConfigError  # noqa: E402
-from simkgcl.training.run import evaluate_run, read_history, read_results, resume_run, train  # noqa: E402
+from simkgcl.training.run import evaluate_run, resume_run, train  # noqa: E402
+from simkgcl.training.run_folder import RunFolder  # noqa: E402
 from simkgcl.tuning import parse_space, tune  # noqa: E402
 from simkgcl.tuning.search import RUN_SPECIFIC_KEYS  # noqa: E402
 
@@ -46,7 +47,7 @@ def test_search_beats_a_bad_start_and_writes_a_usable_best_config(tmp_path: Path
     assert complete[0]["trial"] == result.best_trial
     # Test metrics come from the best trial's checkpoint (and reproduce its own results.json).
     assert result.test == evaluate_run(result.best_run_dir, split="test")
-    assert result.test == read_results(result.best_run_dir)["test"]
+    assert result.test == RunFolder(result.best_run_dir).read_results()["test"]
     summary = json.loads((tmp_path / "tune" / "summary.json").read_text())
     assert summary["test_of_best_trial"] == result.test
     assert summary["best_valid_score"] == result.best_value
@@ -116,12 +117,12 @@ def test_pruning_fires_on_a_hopeless_trial_and_leaves_a_resumable_run(tmp_path: 
     # The pruned run folder is a consistent, resumable state: history and last.pt agree.
     run_dir = Path(hopeless["run_dir"])
     # Callbacks run after the epoch is written, so the pruned epoch is part of the history.
-    assert [r["epoch"] for r in read_history(run_dir)] == [0, 1]
+    assert [r["epoch"] for r in RunFolder(run_dir).read_history()] == [0, 1]
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     assert not (run_dir / "results.json").exists()
     resumed = resume_run(run_dir)
     assert resumed.epochs_run == 3
-    assert [r["epoch"] for r in read_history(run_dir)] == [0, 1, 2]
+    assert [r["epoch"] for r in RunFolder(run_dir).read_history()] == [0, 1, 2]
 
 
 def _cli(argv: list[str]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from simkgcl import __version__
@@ -34,6 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; ``argv`` None means this is the program (``simkgcl`` / ``-m simkgcl``)."""
+    code = _command(list(sys.argv[1:] if argv is None else argv))
+    if argv is None and _torchrun_worker():
+        # a torchrun worker leaves without interpreter finalisation, which races gloo's threads
+        from simkgcl.training.distributed import end_worker_process
+
+        end_worker_process(code)
+    return code
+
+
+def _torchrun_worker() -> bool:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
 def parse_command_line(argv: list[str]) -> argparse.Namespace:
     """The parsed command line; ``--debug`` and ``key=value`` overrides may stand anywhere.
 
@@ -50,8 +69,8 @@ def parse_command_line(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_command_line(list(sys.argv[1:] if argv is None else argv))
+def _command(argv: list[str]) -> int:
+    args = parse_command_line(argv)
     if not getattr(args, "func", None):
         build_parser().print_help()
         return 2

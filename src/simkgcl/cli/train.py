@@ -29,13 +29,8 @@ def metrics_table(columns: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _is_main_process() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def _train(args: argparse.Namespace) -> int:
+    from simkgcl.training.distributed import is_main_process
     from simkgcl.training.run import resume_run, train
 
     if args.resume:
@@ -52,7 +47,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.seeds:
             return _train_seeds(config, args)
         result = train(config)
-    if not _is_main_process():  # under torchrun only rank 0 reports
+    if not is_main_process():  # under torchrun only rank 0 reports
         return 0
     if args.json:
         print(json.dumps({"run_dir": str(result.run_dir), "best_epoch": result.best_epoch,
@@ -70,19 +65,10 @@ def _train(args: argparse.Namespace) -> int:
 def _train_seeds(config, args: argparse.Namespace) -> int:
     """One run per seed; mean ± sample std of every metric (``summary.json`` beside the runs)."""
     from simkgcl.training import multiseed
-    from simkgcl.training.run import init_distributed, resolve_device
+    from simkgcl.training.distributed import is_main_process
 
-    seeds = multiseed.parse_seeds(args.seeds)
-    summary_dir = None
-    _, world_size = init_distributed(resolve_device(config["device"]))
-    if world_size > 1:  # one summary folder, named by rank 0
-        import torch.distributed as dist
-
-        holder = [str(multiseed._summary_dir(config)) if dist.get_rank() == 0 else None]
-        dist.broadcast_object_list(holder, src=0)
-        summary_dir = holder[0]
-    result = multiseed.train_seeds(config, seeds, summary_dir=summary_dir)
-    if not _is_main_process():
+    result = multiseed.train_seeds(config, args.seeds)
+    if not is_main_process():
         return 0
     if args.json:
         print(json.dumps(multiseed.read_summary(result.summary_dir), indent=2))
@@ -93,12 +79,13 @@ def _train_seeds(config, args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from simkgcl.errors import ArtifactError
-    from simkgcl.training.run import RESULTS_FILE, evaluate_run, read_results
+    from simkgcl.training.run import evaluate_run
+    from simkgcl.training.run_folder import RESULTS_FILE, RunFolder
 
     metrics = evaluate_run(args.run_dir, split=args.split, device=args.device)
     saved: dict = {}
     try:
-        results = read_results(args.run_dir)
+        results = RunFolder(args.run_dir).read_results()
         saved = results.get("test" if args.split == "test" else "best_valid", {})
     except ArtifactError:  # an unfinished run has no results.json: just print the metrics
         pass

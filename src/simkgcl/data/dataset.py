@@ -46,13 +46,29 @@ class Interactions:
 
 @dataclass
 class Split:
-    """Train/valid/test interactions over the ids of one :class:`KnowledgeDataset`."""
+    """Train/valid/test interactions over the ids of one :class:`KnowledgeDataset`.
+
+    ``valid_is_test``: the validation part *is* the test part (``valid_on_test``, or benchmark
+    files ``[train, test, test]``); model selection then sees the test set.
+    """
 
     train: Interactions
     valid: Interactions
     test: Interactions
     # Human-readable notes on how the split was made (e.g. unseen test users dropped: 3).
     notes: dict[str, int | str] = field(default_factory=dict)
+    valid_is_test: bool = False
+
+    def valid_exclusions(self) -> list[Interactions]:
+        """Parts whose items a validation ranking never credits or recommends: training."""
+        return [self.train]
+
+    def test_exclusions(self) -> list[Interactions]:
+        """Parts whose items a test ranking never credits or recommends: training, and
+        validation unless it is the test part itself (hiding it would hide the answers)."""
+        if self.valid_is_test or len(self.valid) == 0:
+            return [self.train]
+        return [self.train, self.valid]
 
 
 @dataclass

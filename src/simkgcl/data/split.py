@@ -171,7 +171,8 @@ def split_dataset(
         log.warning(TEST_AS_VALID_WARNING)
     else:
         valid = _drop_unseen_users(valid, train_users, train_items, "valid", notes)
-    split = Split(train=train, valid=valid, test=test, notes=notes)
+    split = Split(train=train, valid=valid, test=test, notes=notes,
+                  valid_is_test=valid_is_test)
     log.info("split %s: train %d, valid %d, test %d", ds.name, len(train), len(valid), len(test))
     return split
 

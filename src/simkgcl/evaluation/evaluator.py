@@ -30,6 +30,7 @@ from simkgcl.errors import ConfigError
 from simkgcl.evaluation.metrics import RANKING_METRICS, per_user_metrics
 from simkgcl.evaluation.per_user import PerUserMetrics
 from simkgcl.models.base import Recommender
+from simkgcl.sampling.negative import rank_share
 
 
 @dataclass
@@ -53,13 +54,6 @@ class RankingTask:
     @property
     def n_rows(self) -> int:
         return int(self.users.shape[0])
-
-
-def _rank_share(n: int, rank: int, world_size: int) -> tuple[int, int]:
-    """Contiguous [start, end) share of ``n`` rows for ``rank`` (sizes differ by at most one)."""
-    base, extra = divmod(n, world_size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
 
 
 class Evaluator:
@@ -113,7 +107,7 @@ class Evaluator:
         pair = np.unique(pos_u * n_items + pos_i)  # de-duplicated, sorted by user then item
         pair_users = pair // n_items
         users_all, counts_all = np.unique(pair_users, return_counts=True)
-        start, end = _rank_share(len(users_all), self.rank, self.world_size)
+        start, end = rank_share(len(users_all), self.rank, self.world_size)
         users = users_all[start:end]
         counts = counts_all[start:end]
         # rows of this share: keys relative to the share's first row

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from simkgcl.errors import ArtifactError
+from simkgcl.fileio import atomic_output
 
 _COLUMNS = ("user", "n_train", "n_heldout", "metrics")
 
@@ -84,10 +85,8 @@ class PerUserMetrics:
             "metrics": np.asarray(self.metric_names, dtype=str),
         }
         arrays.update({n: np.asarray(v, dtype=np.float64) for n, v in self.values.items()})
-        target = Path(path)
-        tmp = target.with_name(f".{target.stem}.tmp.npz")
-        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
-        tmp.replace(target)
+        with atomic_output(path) as fh:
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: str | Path) -> PerUserMetrics:

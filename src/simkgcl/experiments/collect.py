@@ -20,35 +20,31 @@ from typing import Any
 
 import yaml
 
-from simkgcl.artifact import ARTIFACT_DIR, META_FILE
+from simkgcl.artifact import META_FILE
 from simkgcl.evaluation.per_user import PerUserMetrics
-from simkgcl.training.run import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    PER_USER_FILE,
-    RESULTS_FILE,
-    read_history,
+from simkgcl.training.run_folder import (
+    RunFolder,
 )
-
-LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() and ((path / METRICS_FILE).is_file()
-                                               or (path / LAST_CHECKPOINT).is_file()
-                                               or (path / RESULTS_FILE).is_file())
+    folder = RunFolder(path)
+    return folder.config_path.is_file() and (folder.metrics_path.is_file()
+                                             or folder.last_path.is_file()
+                                             or folder.results_path.is_file())
 
 
 def run_state(run_dir: Path) -> str:
     """``done``, ``resumable`` or ``started`` (see the module docstring)."""
-    results = run_dir / RESULTS_FILE
-    if results.is_file() and (run_dir / ARTIFACT_DIR / META_FILE).is_file():
+    folder = RunFolder(run_dir)
+    results = folder.results_path
+    if results.is_file() and (folder.artifact_dir / META_FILE).is_file():
         try:
             if json.loads(results.read_text()).get("test"):
                 return "done"
         except ValueError:
             pass
-    if (run_dir / LAST_CHECKPOINT).is_file():
+    if RunFolder(run_dir).last_path.is_file():
         return "resumable"
     return "started"
 
@@ -86,13 +82,13 @@ class RunRecord:
 
     @property
     def has_per_user(self) -> bool:
-        return (self.run_dir / PER_USER_FILE).is_file()
+        return RunFolder(self.run_dir).per_user_path.is_file()
 
     @property
     def per_user(self) -> PerUserMetrics:
         """The run's test metrics per user (read once)."""
         if self._per_user is None:
-            self._per_user = PerUserMetrics.load(self.run_dir / PER_USER_FILE)
+            self._per_user = PerUserMetrics.load(RunFolder(self.run_dir).per_user_path)
         return self._per_user
 
 
@@ -100,11 +96,11 @@ def read_run(run_dir: str | Path, *, dataset: str | None = None,
              label: str | None = None) -> RunRecord:
     """Read a run folder (finished or not)."""
     path = Path(run_dir)
-    config = yaml.safe_load((path / CONFIG_FILE).read_text()) or {}
+    config = yaml.safe_load(RunFolder(path).config_path.read_text()) or {}
     results = None
     if run_state(path) == "done":
-        results = json.loads((path / RESULTS_FILE).read_text())
+        results = RunFolder(path).read_results()
     name = (results or {}).get("dataset") or Path(str(config.get("dataset", "?"))).name
     return RunRecord(run_dir=path, dataset=dataset or name, label=label or config.get("model", "?"),
                      seed=int(config.get("seed", 0)), config=config, results=results,
-                     history=read_history(path))
+                     history=RunFolder(path).read_history())

@@ -37,7 +37,8 @@ from simkgcl.errors import ArtifactError, ConfigError, SimKGCLError
 from simkgcl.experiments.collect import run_state
 from simkgcl.experiments.spec import EXPERIMENT_COPY, Experiment, describe
 from simkgcl.training.checkpoint import atomic_write_bytes
-from simkgcl.training.run import CONFIG_FILE, METRICS_FILE, resume_run, safe_path_part, train
+from simkgcl.training.run import resume_run, train
+from simkgcl.training.run_folder import RunFolder, safe_path_part
 
 logger = logging.getLogger("simkgcl.experiments")
 
@@ -126,7 +127,7 @@ def locate(folder: Path) -> tuple[str, Path | None]:
     """The most advanced run folder inside a run's ``checkpoint_dir`` and its state."""
     if not folder.is_dir():
         return "new", None
-    found = [d for d in folder.iterdir() if d.is_dir() and (d / CONFIG_FILE).is_file()]
+    found = [d for d in folder.iterdir() if d.is_dir() and RunFolder.is_run_folder(d)]
     for state in ("done", "resumable"):
         matching = [d for d in found if run_state(d) == state]
         if matching:
@@ -136,7 +137,7 @@ def locate(folder: Path) -> tuple[str, Path | None]:
 
 def settings_mismatch(run_dir: Path, wanted: dict[str, Any]) -> list[str]:
     """Keys (outside :data:`IGNORED_KEYS`) whose saved value differs from ``wanted``."""
-    saved = Config.load(run_dir / CONFIG_FILE).to_dict()
+    saved = RunFolder(run_dir).read_config().to_dict()
     return [f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}"
             for key in sorted(set(saved) | set(wanted))
             if key not in IGNORED_KEYS and saved.get(key) != wanted.get(key)]
@@ -327,9 +328,9 @@ def _run_all(experiment: Experiment, out: Path, planned: list[RunJob],
 
 def _epochs_so_far(job: RunJob) -> int:
     state, run_dir = locate(Path(job.folder))
-    if run_dir is None or not (run_dir / METRICS_FILE).is_file():
+    if run_dir is None or not RunFolder(run_dir).metrics_path.is_file():
         return 0
-    return sum(1 for line in (run_dir / METRICS_FILE).read_text().splitlines() if line.strip())
+    return sum(1 for line in RunFolder(run_dir).metrics_path.read_text().splitlines() if line.strip())
 
 
 def _run_parallel(pending: Sequence[RunJob], jobs: int, bar: _Progress) -> list[RunOutcome]:

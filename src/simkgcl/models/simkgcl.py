@@ -90,8 +90,10 @@ class SimKGCL(Recommender):
     """SimKGCL with the seed's defaults; see the module docstring for the maths."""
 
     name: ClassVar[str] = "simkgcl"
-    # The BPR term is summed over the batch (as the seed): DDP weighs each rank's share with this.
-    loss_reduction: ClassVar[str] = "sum"
+    # The loss does not split over a batch's rows (InfoNCE contrasts the batch's unique users and
+    # items with each other; the regulariser is the norm of the whole batch): under DDP every
+    # process computes the whole step (simkgcl.training.components).
+    loss_reduction: ClassVar[str] = "batch"
     keys: ClassVar[dict[str, KeySpec]] = {
         "embedding_size": KeySpec(64, int_in(1), "embedding dimension d"),
         "n_layers": KeySpec(3, int_in(1), "propagation layers L"),

@@ -3,8 +3,11 @@
 from simkgcl.sampling.negative import (
     MODEL_EPOCH_STREAM,
     EpochBatches,
+    EpochSource,
     NegativeSampler,
     epoch_generator,
+    rank_share,
 )
 
-__all__ = ["MODEL_EPOCH_STREAM", "EpochBatches", "NegativeSampler", "epoch_generator"]
+__all__ = ["MODEL_EPOCH_STREAM", "EpochBatches", "EpochSource", "NegativeSampler",
+           "epoch_generator", "rank_share"]

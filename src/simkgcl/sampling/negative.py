@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -64,6 +65,20 @@ class EpochBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         for start, end in self.bounds:
             yield self.users[start:end], self.pos_items[start:end], self.neg_items[start:end]
+
+    def head(self, n: int | None) -> EpochBatches:
+        """The first ``n`` batches (all of them when ``n`` is None), e.g. to time a few steps."""
+        if n is None or n >= len(self.bounds):
+            return self
+        return EpochBatches(self.users, self.pos_items, self.neg_items, self.bounds[:n],
+                            self.shares[:n])
+
+
+class EpochSource(Protocol):
+    """Where the trainer gets each epoch's batches: a :class:`NegativeSampler`, or a wrapper of
+    one that hands out :class:`EpochBatches` (the benchmarks time batches this way)."""
+
+    def epoch(self, epoch: int) -> EpochBatches: ...
 
 
 def step_bounds(n_samples: int, batch_size: int, world_size: int) -> list[tuple[int, int]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,53 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         cuda_states = [s.cpu() for s in state["cuda"]]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+# ---------------------------------------------------------------------------------------------
+# content checks: a loaded checkpoint must hold what the code reading it expects, or the reader
+# gets one line naming the file (never a KeyError or a shape mismatch from deep inside torch)
+
+
+def require_entries(ckpt: Mapping[str, Any], path: str | Path, entries: Mapping[str, type | tuple]
+                    ) -> None:
+    """Every key of ``entries`` is in ``ckpt`` with a value of the given type(s)."""
+    for key, kind in entries.items():
+        if key not in ckpt:
+            raise ArtifactError(f"{path}: not a complete checkpoint (no {key!r} entry)")
+        if not isinstance(ckpt[key], kind):
+            raise ArtifactError(f"{path}: checkpoint entry {key!r} is a "
+                                f"{type(ckpt[key]).__name__}, not what this version writes")
+
+
+def load_model_weights(model: torch.nn.Module, weights: Any, path: str | Path) -> None:
+    """Load ``weights`` into ``model`` after checking their names and shapes against it."""
+    if not isinstance(weights, Mapping):
+        raise ArtifactError(f"{path}: the model weights are a {type(weights).__name__}, "
+                            "not a mapping of tensors")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {_names(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {_names(unexpected)}")
+        raise ArtifactError(f"{path}: weights do not fit this {type(model).__name__} model "
+                            f"({'; '.join(parts)})")
+    for name, want in expected.items():
+        got = weights[name]
+        if not isinstance(got, torch.Tensor):
+            raise ArtifactError(f"{path}: weight {name!r} is a {type(got).__name__}, not a tensor")
+        if got.shape != want.shape:
+            raise ArtifactError(f"{path}: weight {name!r} has shape {tuple(got.shape)}, this "
+                                f"model needs {tuple(want.shape)} (a different config or data?)")
+        if got.dtype.is_floating_point != want.dtype.is_floating_point:
+            raise ArtifactError(f"{path}: weight {name!r} has dtype {got.dtype}, this model "
+                                f"needs {want.dtype}")
+    model.load_state_dict(weights)
+
+
+def _names(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

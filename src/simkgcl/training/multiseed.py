@@ -15,14 +15,15 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from simkgcl.config import Config
 from simkgcl.errors import ArtifactError, ConfigError
 from simkgcl.training.checkpoint import atomic_write_bytes
-from simkgcl.training.run import RunResult, create_fresh_dir, safe_path_part, train
+from simkgcl.training.distributed import broadcast_from_main, process_group, resolve_device
+from simkgcl.training.run import RunResult, train
+from simkgcl.training.run_folder import create_fresh_dir, timestamped_name
 from simkgcl.training.trainer import EpochCallback
 
 SUMMARY_FILE = "summary.json"
@@ -92,12 +93,10 @@ def summarize(per_run: Sequence[Mapping[str, float]]) -> dict[str, MetricStats]:
     return {m: mean_std([float(r[m]) for r in per_run]) for m in names}
 
 
-def _summary_dir(config: Config) -> Path:
-    root = Path(config["checkpoint_dir"])
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = safe_path_part(Path(str(config["dataset"])).name)
-    return create_fresh_dir(root, f"{config['model']}-{name}-seeds-{stamp}")
+def new_summary_dir(config: Mapping[str, Any]) -> Path:
+    """``<checkpoint_dir>/<model>-<dataset>-seeds-<timestamp>`` (suffixed if taken), created."""
+    name = timestamped_name(config["model"], Path(str(config["dataset"])).name, "seeds")
+    return create_fresh_dir(config["checkpoint_dir"], name)
 
 
 def summary_dict(result: MultiSeedResult, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,21 +130,27 @@ def train_seeds(
     """
     cfg = config if isinstance(config, Config) else Config(config)
     seed_list = parse_seeds(seeds)
-    if summary_dir is None:
-        folder = _summary_dir(cfg)
-    else:
-        folder = Path(summary_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-    runs: list[RunResult] = []
-    result = MultiSeedResult([], runs, {}, {}, folder)
-    for seed in seed_list:
-        run = train(cfg.replace(seed=seed, checkpoint_dir=str(folder)), callbacks=callbacks)
-        runs.append(run)
-        result.seeds.append(seed)
-        result.test = summarize([r.test for r in runs])
-        result.best_valid = summarize([r.best_valid for r in runs])
-        atomic_write_bytes(result.summary_path,
-                           (json.dumps(summary_dict(result, cfg), indent=2) + "\n").encode())
+    # one process group for the whole series (under torchrun); rank 0 names the folder and
+    # writes the summary
+    with process_group(resolve_device(cfg["device"])) as group:
+        if summary_dir is not None:
+            folder = Path(summary_dir)
+            if group.main:
+                folder.mkdir(parents=True, exist_ok=True)
+        else:
+            folder = Path(broadcast_from_main(str(new_summary_dir(cfg)) if group.main else None,
+                                              group))
+        runs: list[RunResult] = []
+        result = MultiSeedResult([], runs, {}, {}, folder)
+        for seed in seed_list:
+            run = train(cfg.replace(seed=seed, checkpoint_dir=str(folder)), callbacks=callbacks)
+            runs.append(run)
+            result.seeds.append(seed)
+            result.test = summarize([r.test for r in runs])
+            result.best_valid = summarize([r.best_valid for r in runs])
+            if group.main:
+                atomic_write_bytes(result.summary_path, (json.dumps(
+                    summary_dict(result, cfg), indent=2) + "\n").encode())
     return result
 
 
@@ -190,5 +195,5 @@ def read_summary(path: str | Path) -> dict[str, Any]:
     return json.loads(p.read_text())
 
 
-__all__ = ["MetricStats", "MultiSeedResult", "format_summary", "mean_std", "parse_seeds",
-           "read_summary", "summarize", "train_seeds"]
+__all__ = ["MetricStats", "MultiSeedResult", "format_summary", "mean_std", "new_summary_dir",
+           "parse_seeds", "read_summary", "summarize", "train_seeds"]

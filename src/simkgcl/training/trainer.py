@@ -15,23 +15,27 @@ epoch's record after each epoch, once ``metrics.jsonl`` and ``last.pt`` hold tha
 return ``True`` to stop training gracefully (the best model is still tested) or raise (e.g.
 ``optuna.TrialPruned``) to abandon the run.
 
-Under DDP (``train_module`` a DistributedDataParallel wrapper) every rank trains on its part of
-each optimiser step's rows (see :class:`~simkgcl.sampling.NegativeSampler`). DDP averages the
-ranks' gradients, so each rank's loss is scaled to make the result the gradient of one big batch:
-by ``world_size * share`` for a model whose loss is a batch *mean* (its ``loss_reduction``, the
-default) and by ``world_size`` for a batch *sum* (``loss_reduction = "sum"``). Logged losses are
-each step's global value (summed over the ranks), identical on every rank.
+Under DDP (``train_module`` a DistributedDataParallel wrapper) DDP averages the ranks'
+gradients; each rank's loss is scaled so that the average is the gradient of the step's one big
+batch, according to the model's ``loss_reduction`` (see :mod:`simkgcl.training.components`):
+
+* ``"mean"`` (the default): a rank holds a ``share`` of the step's rows; its loss is scaled by
+  ``world_size * share``;
+* ``"sum"``: a rank's rows; scaled by ``world_size``;
+* ``"batch"``: every rank holds the whole step and computes the same loss; not scaled.
+
+Logged losses are each step's global value (for "mean"/"sum" the ranks' parts summed), identical
+on every rank.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +43,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from simkgcl.errors import ConfigError, SimKGCLError
+from simkgcl.errors import ArtifactError, ConfigError, SimKGCLError
 from simkgcl.evaluation.evaluator import Evaluator, RankingTask
 from simkgcl.models.base import Recommender
-from simkgcl.sampling.negative import MODEL_EPOCH_STREAM, NegativeSampler, epoch_generator
+from simkgcl.sampling.negative import MODEL_EPOCH_STREAM, EpochSource, epoch_generator
 from simkgcl.training.checkpoint import (
     capture_rng_state,
-    load_checkpoint,
+    load_model_weights,
+    require_entries,
     restore_rng_state,
-    save_checkpoint,
 )
+from simkgcl.training.components import loss_reduction
+from simkgcl.training.distributed import any_rank
+from simkgcl.training.run_folder import RunFolder
 
 logger = logging.getLogger("simkgcl.training")
 
@@ -131,23 +138,22 @@ def _autocast_context(mode: str, model: nn.Module) -> Callable[[], Any]:
 class Trainer:
     """Trains ``model`` on ``sampler``'s epochs and validates it on ``valid_task``.
 
-    ``run_dir`` (None: write nothing) receives ``metrics.jsonl`` and ``checkpoints/``.
-    ``train_module`` is what computes the loss (a DDP wrapper of ``model``); it defaults to the
-    model itself. Only ``write_files=True`` processes (rank 0) write.
+    ``folder`` (None: write nothing; DDP ranks other than 0) receives ``metrics.jsonl`` and the
+    checkpoints. ``train_module`` is what computes the loss (a DDP wrapper of ``model``); it
+    defaults to the model itself.
     """
 
     def __init__(
         self,
         model: Recommender,
         config: Mapping[str, Any],
-        sampler: NegativeSampler,
+        sampler: EpochSource,
         evaluator: Evaluator,
         valid_task: RankingTask | None,
         *,
-        run_dir: str | Path | None = None,
+        folder: RunFolder | None = None,
         callbacks: Sequence[EpochCallback] = (),
         train_module: nn.Module | None = None,
-        write_files: bool = True,
         tensorboard: Any = None,
     ) -> None:
         self.model = model
@@ -157,8 +163,7 @@ class Trainer:
         self.evaluator = evaluator
         self.valid_task = valid_task
         self.callbacks = list(callbacks)
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.write_files = write_files and self.run_dir is not None
+        self.folder = folder
         self.tensorboard = tensorboard
         self.optimizer = build_optimizer(config["learner"], model.parameters(),
                                          lr=config["learning_rate"],
@@ -173,30 +178,7 @@ class Trainer:
                            if isinstance(self.train_module, nn.parallel.DistributedDataParallel)
                            else 1)
         self.main_process = self.world_size == 1 or torch.distributed.get_rank() == 0
-        self.loss_reduction = getattr(model, "loss_reduction", "mean")
-        if self.loss_reduction not in ("mean", "sum"):
-            raise ValueError(f"{type(model).__name__}.loss_reduction must be 'mean' or 'sum', "
-                             f"got {self.loss_reduction!r}")
-        if self.write_files:
-            assert self.run_dir is not None
-            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-
-    # -- paths ----------------------------------------------------------------------------------
-
-    @property
-    def last_path(self) -> Path:
-        assert self.run_dir is not None
-        return self.run_dir / "checkpoints" / "last.pt"
-
-    @property
-    def best_path(self) -> Path:
-        assert self.run_dir is not None
-        return self.run_dir / "checkpoints" / "best.pt"
-
-    @property
-    def metrics_path(self) -> Path:
-        assert self.run_dir is not None
-        return self.run_dir / "metrics.jsonl"
+        self.loss_reduction = loss_reduction(model)
 
     # -- one epoch ------------------------------------------------------------------------------
 
@@ -212,28 +194,25 @@ class Trainer:
                    disable=not self.config["show_progress"] or not self.main_process,
                    dynamic_ncols=True)
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        shares = getattr(batches, "shares", None)  # a wrapped epoch (bench) may not carry them
-        world = self.world_size
         for step, (users, pos, neg) in enumerate(bar):
             self.optimizer.zero_grad(set_to_none=True)
             with self.autocast():
                 terms = self.train_module(users, pos, neg)
             loss = sum(terms.values())
             assert isinstance(loss, torch.Tensor)
-            # this rank's weight in the step's global loss (1.0 in a single process)
-            weight = 1.0
-            if world > 1 and self.loss_reduction == "mean":
-                weight = shares[step] if shares is not None else 1.0 / world
-            if world > 1:
-                loss = loss * (weight * world)  # DDP divides the summed gradients by world
+            # this rank's part of the step's global loss (1.0 in a single process)
+            part = batches.shares[step] if self.loss_reduction == "mean" else 1.0
+            if self.world_size > 1 and self.loss_reduction != "batch":
+                loss = loss * (part * self.world_size)  # DDP divides the summed gradients
             loss.backward()
             if self.clip:
                 nn.utils.clip_grad_norm_(params, **self.clip)
             self.optimizer.step()
             for name, value in terms.items():
-                d = value.detach() if weight == 1.0 else value.detach() * weight
+                d = value.detach() if part == 1.0 else value.detach() * part
                 totals[name] = totals[name] + d if name in totals else d.clone()
-        if world > 1:  # every rank logs (and checks) the same global losses
+        if self.world_size > 1 and self.loss_reduction != "batch":
+            # every rank logs (and checks) the same global losses
             names = list(totals)
             stacked = torch.stack([totals[n].reshape(()).to(torch.float64) for n in names])
             torch.distributed.all_reduce(stacked)
@@ -327,8 +306,8 @@ class Trainer:
                           patience=st.patience, improved=improved)
             self._log_epoch(record)
             st.epoch = epoch + 1
-            if improved and self.write_files:
-                save_checkpoint(self.best_path, {
+            if improved and self.folder is not None:
+                self.folder.save_checkpoint(self.folder.best_path, {
                     "model": self.model.state_dict(), "epoch": epoch,
                     "score": st.best_score, "valid": st.best_valid,
                 })
@@ -337,7 +316,7 @@ class Trainer:
                 logger.info("time budget of %gs used up after epoch %d (%.1fs): stopping", budget,
                             epoch, st.train_seconds + st.valid_seconds)
             if self.world_size > 1:
-                stop = self._any_rank(stop)  # clocks differ between ranks; decide together
+                stop = any_rank(stop)  # clocks differ between ranks; decide together
                 if stop and not st.stop_reason:
                     st.stop_reason = "time budget"
             if stop or st.epoch >= epochs:
@@ -348,7 +327,7 @@ class Trainer:
                 stop = st.finished = True
                 st.stop_reason = "callback"
                 logger.info("a callback asked to stop after epoch %d", epoch)
-                if self.write_files:
+                if self.folder is not None:
                     self.save_last()  # the folder says the run is finished
             if stop:
                 if st.stopped_early:
@@ -361,19 +340,9 @@ class Trainer:
         return st
 
     def _write_epoch(self, record: dict[str, Any]) -> None:
-        if self.write_files:
-            with open(self.metrics_path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-                fh.flush()
+        if self.folder is not None:
+            self.folder.append_metrics(record)
             self.save_last()
-
-    @staticmethod
-    def _any_rank(flag: bool) -> bool:
-        value = torch.tensor([1 if flag else 0], dtype=torch.int32)
-        if torch.distributed.get_backend() == "nccl":
-            value = value.cuda()
-        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-        return bool(value.item())
 
     def budget_left(self) -> bool:
         """Whether ``time_budget`` (if any) still allows another epoch."""
@@ -397,26 +366,57 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------------
 
     def save_last(self) -> None:
-        save_checkpoint(self.last_path, {
+        """Write ``last.pt``: everything :meth:`resume` needs to continue exactly."""
+        assert self.folder is not None
+        self.folder.save_checkpoint(self.folder.last_path, {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "state": asdict(self.state),
             "rng": capture_rng_state(),
         })
 
-    def load_last(self, path: str | Path | None = None) -> None:
-        """Restore model, optimiser, progress and random states from a ``last.pt``."""
-        self.restore(load_checkpoint(path or self.last_path))
+    def resume(self, checkpoint: Mapping[str, Any], source: str | Path = "last.pt") -> None:
+        """Continue from a loaded ``last.pt`` (``source`` names it in errors): weights,
+        optimiser, progress and random states.
 
-    def restore(self, ckpt: Mapping[str, Any]) -> None:
-        """Restore from a loaded ``last.pt`` (DDP: rank 0 reads it, every rank restores it)."""
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.state = TrainState(**ckpt["state"])
-        restore_rng_state(ckpt["rng"])
+        A run that had finished is reopened when the config now allows more of it (``epochs``
+        raised, a larger ``stopping_step`` or ``time_budget``). Under DDP rank 0 reads the file
+        and every rank resumes from what it broadcast.
+        """
+        require_entries(checkpoint, source, {"model": Mapping, "optimizer": Mapping,
+                                             "state": Mapping, "rng": Mapping})
+        state = _train_state(checkpoint["state"], source)
+        load_model_weights(self.model, checkpoint["model"], source)
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            restore_rng_state(checkpoint["rng"])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ArtifactError(f"{source}: the optimiser or random state cannot be restored "
+                                f"({first_line})") from exc
+        self.state = state
+        cfg = self.config
+        if (state.epoch < cfg["epochs"] and state.patience <= cfg["stopping_step"]
+                and self.budget_left()):
+            state.finished = state.stopped_early = False
+            state.stop_reason = ""
+        logger.info("resumed after epoch %d (best epoch %d, %s = %s, patience %d)",
+                    state.epoch - 1, state.best_epoch, self.valid_metric, state.best_score,
+                    state.patience)
 
-    def load_best(self) -> dict[str, Any]:
-        """Load the best weights into the model (for testing); returns the checkpoint."""
-        ckpt = load_checkpoint(self.best_path)
-        self.model.load_state_dict(ckpt["model"])
-        return ckpt
+
+def _train_state(values: Mapping[str, Any], source: str | Path) -> TrainState:
+    """A TrainState from a checkpoint's ``state`` entry, with its fields checked."""
+    expected = {f.name: f.type for f in fields(TrainState)}
+    if set(values) != set(expected):
+        odd = sorted(set(values) ^ set(expected))
+        raise ArtifactError(f"{source}: the training state has other fields than this version "
+                            f"writes ({', '.join(odd)})")
+    numbers = ("epoch", "best_epoch", "patience", "n_validations", "train_seconds",
+               "valid_seconds")
+    bad = [k for k in numbers if not isinstance(values[k], (int, float))
+           or isinstance(values[k], bool)]
+    if bad or not isinstance(values["best_valid"], Mapping):
+        raise ArtifactError(f"{source}: the training state's "
+                            f"{(bad or ['best_valid'])[0]!r} is not what this version writes")
+    return TrainState(**dict(values))

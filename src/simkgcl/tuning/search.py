@@ -30,13 +30,9 @@ import numpy as np
 from simkgcl.config import Config
 from simkgcl.data.dataset import KnowledgeDataset, Split
 from simkgcl.errors import ConfigError
-from simkgcl.training.run import (
-    CONFIG_FILE,
-    evaluate_run,
-    load_data,
-    record_test_metrics,
-    train,
-)
+from simkgcl.training.components import absolute_dataset, load_data
+from simkgcl.training.run import evaluate_run, train
+from simkgcl.training.run_folder import RunFolder
 from simkgcl.training.trainer import TrainingDiverged
 from simkgcl.tuning.report import TuneResult, run_config_dict, write_reports
 from simkgcl.tuning.space import RUN_SPECIFIC_KEYS, SearchSpace
@@ -66,13 +62,6 @@ def default_study_name(base: Config, space: SearchSpace) -> str:
     dataset = Path(str(base["dataset"])).name or "dataset"
     stem = Path(space.source).stem if space.source != "space" else "space"
     return f"{base['model']}-{dataset}-{stem}"
-
-
-def _absolute_dataset(config: Config) -> Config:
-    path = Path(config["dataset"]).expanduser()
-    if path.exists() and str(path.resolve()) != config["dataset"]:
-        return config.replace(dataset=str(path.resolve()))
-    return config
 
 
 class _DataCache:
@@ -114,7 +103,7 @@ class PruningCallback:
 
 
 def _find_run_dir(trial_dir: Path) -> Path | None:
-    runs = sorted(p for p in trial_dir.iterdir() if (p / CONFIG_FILE).is_file()) \
+    runs = sorted(p for p in trial_dir.iterdir() if RunFolder.is_run_folder(p)) \
         if trial_dir.is_dir() else []
     return runs[-1] if runs else None
 
@@ -274,7 +263,7 @@ def tune(
         raise ConfigError(f"--trials must be >= 1, got {n_trials}")
     if prune_warmup < 0 or prune_startup_trials < 0:
         raise ConfigError("prune warm-up and start-up trials must be >= 0")
-    base = _absolute_dataset(base)
+    base = absolute_dataset(base)
     if base["eval_step"] < 1:
         raise ConfigError("a search needs validation: eval_step must be >= 1")
     space.validate(base)
@@ -315,7 +304,7 @@ def tune(
     logger.info("best trial %d: %s = %.4f; testing its best checkpoint (%s)", best.number,
                 base["valid_metric"], best.value, best_run)
     test = evaluate_run(best_run, split="test", data=cache.get(best_config))
-    record_test_metrics(best_run, test)
+    RunFolder(best_run).record_test_metrics(test)
     result = TuneResult(
         study_name=name, storage=url, out_dir=out, direction=study.direction.name.lower(),
         valid_metric=base["valid_metric"], best_trial=best.number, best_value=float(best.value),
