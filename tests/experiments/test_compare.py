@@ -287,7 +287,8 @@ def test_every_shipped_experiment_file_loads(path: Path) -> None:
     jobs = plan(experiment, Path("unused"))
     assert {d.label for d in experiment.datasets} <= {"lastfm-kg", "ml-100k"}
     assert len(jobs) == len(experiment.models) * len(experiment.datasets) * len(experiment.seeds)
-    assert experiment.baseline == "lightgcn" and experiment.significance_metric == "NDCG@20"
+    assert experiment.baseline in {m.label for m in experiment.models}  # it is run too
+    assert experiment.significance_metric == "NDCG@20"
 
 
 def test_a_label_takes_its_model_from_its_config_file(tmp_path: Path) -> None:
