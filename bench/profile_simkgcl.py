@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from simkgcl.graph import build_graph
     from simkgcl.models import get_model_class
     from simkgcl.sampling.negative import NegativeSampler
-    from simkgcl.training.run import load_data, resolve_device, seed_everything
+    from simkgcl.training.environment import seed_everything
+    from simkgcl.training.run import load_data, resolve_device
 
     stages["import simkgcl"] = rss_mb()
     config = Config({"model": args.model, "dataset": args.dataset, "device": args.device,

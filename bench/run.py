@@ -198,7 +198,7 @@ def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
     logging.getLogger("simkgcl").setLevel(logging.WARNING)
     from simkgcl.training.components import build_components, load_data
     from simkgcl.training.distributed import resolve_device
-    from simkgcl.training.run import seed_everything
+    from simkgcl.training.environment import seed_everything
     from simkgcl.training.trainer import Trainer
 
     rss = {"after_imports": current_rss_mb()}

@@ -23,14 +23,14 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import torch
 from torch import nn
 
-from simkgcl.errors import ConfigError
+from simkgcl.errors import ArtifactError, ConfigError, SimKGCLError
 
 logger = logging.getLogger("simkgcl.training")
 
@@ -187,6 +187,22 @@ def data_parallel(model: nn.Module, device: torch.device, group: ProcessGroup) -
                **no_buffer_sync)
 
 
-__all__ = ["ProcessGroup", "any_rank", "broadcast_from_main", "current_group", "data_parallel",
+def on_main(action: Callable[[], T], group: ProcessGroup) -> T:
+    """Rank 0 runs ``action`` and every rank gets its result, or raises its error (so that no
+    rank waits in a broadcast for a rank that failed)."""
+    outcome: tuple[str, Any] = ("ok", None)
+    failure: SimKGCLError | None = None
+    if group.main:
+        try:
+            outcome = ("ok", action())
+        except SimKGCLError as exc:
+            failure, outcome = exc, ("error", str(exc))
+    kind, value = broadcast_from_main(outcome, group)
+    if kind == "error":
+        raise failure or ArtifactError(value)
+    return value
+
+
+__all__ = ["ProcessGroup", "any_rank", "broadcast_from_main", "on_main", "current_group", "data_parallel",
            "end_worker_process", "env_world_size", "is_main_process", "process_group",
            "resolve_device"]

@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
 import torch
 
 from simkgcl.config import Config
 from simkgcl.data.dataset import KnowledgeDataset, Split
-from simkgcl.errors import ArtifactError, ConfigError, SimKGCLError
+from simkgcl.errors import ArtifactError, ConfigError
 from simkgcl.evaluation.groups import breakdown, format_groups
 from simkgcl.evaluation.per_user import PerUserMetrics
 from simkgcl.memory import peak_rss_mb
@@ -46,16 +44,16 @@ from simkgcl.training.components import (
 )
 from simkgcl.training.distributed import (
     ProcessGroup,
-    broadcast_from_main,
     data_parallel,
+    on_main,
     process_group,
     resolve_device,
 )
+from simkgcl.training.environment import seed_everything, torch_threads
 from simkgcl.training.run_folder import RunFolder
 from simkgcl.training.trainer import EpochCallback, Trainer, TrainState, format_metrics
 
 logger = logging.getLogger("simkgcl.training")
-T = TypeVar("T")
 
 # Keys that may change when a run is resumed without breaking what was computed so far.
 RESUMABLE_OVERRIDES = frozenset({"epochs", "stopping_step", "stopping_warmup", "time_budget",
@@ -162,34 +160,6 @@ def evaluate_run(
 
 
 # ---------------------------------------------------------------------------------------------
-# environment
-
-
-def seed_everything(seed: int, reproducible: bool) -> None:
-    """Seed Python, numpy and torch; deterministic cuDNN when asked (cheap)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-    if torch.backends.cudnn.is_available():
-        torch.backends.cudnn.deterministic = reproducible
-        torch.backends.cudnn.benchmark = not reproducible
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Let torch use ``n`` CPU threads inside the block (None: leave it alone)."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-# ---------------------------------------------------------------------------------------------
 # the recipe
 
 
@@ -243,7 +213,7 @@ def _new_folder(config: Config, dataset: KnowledgeDataset, group: ProcessGroup) 
         folder.write_config(config)
         return str(folder.path)
 
-    return RunFolder(_on_main(create, group))
+    return RunFolder(on_main(create, group))
 
 
 @contextlib.contextmanager
@@ -409,25 +379,9 @@ def _write_artifact(folder: RunFolder, config: Config, dataset: KnowledgeDataset
 # checkpoints
 
 
-def _on_main(action: Callable[[], T], group: ProcessGroup) -> T:
-    """Rank 0 runs ``action`` and every rank gets its result, or raises its error (so that no
-    rank waits in a broadcast for a rank that failed)."""
-    outcome: tuple[str, Any] = ("ok", None)
-    failure: SimKGCLError | None = None
-    if group.main:
-        try:
-            outcome = ("ok", action())
-        except SimKGCLError as exc:
-            failure, outcome = exc, ("error", str(exc))
-    kind, value = broadcast_from_main(outcome, group)
-    if kind == "error":
-        raise failure or ArtifactError(value)
-    return value
-
-
 def _read_on_main(path: Path, group: ProcessGroup) -> dict[str, Any] | None:
     """The checkpoint at ``path`` as rank 0 reads it (None if missing), on every rank."""
-    return _on_main(lambda: load_checkpoint(path) if path.is_file() else None, group)
+    return on_main(lambda: load_checkpoint(path) if path.is_file() else None, group)
 
 
 def _load_weights(model: Recommender, checkpoint: Mapping[str, Any], path: Path) -> None:
@@ -436,4 +390,4 @@ def _load_weights(model: Recommender, checkpoint: Mapping[str, Any], path: Path)
 
 
 __all__ = ["RESUMABLE_OVERRIDES", "RunResult", "evaluate_run", "load_data", "resolve_device",
-           "resume_run", "seed_everything", "torch_threads", "train"]
+           "resume_run", "train"]

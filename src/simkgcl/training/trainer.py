@@ -34,7 +34,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from simkgcl.errors import ArtifactError, ConfigError, SimKGCLError
+from simkgcl.errors import ArtifactError, SimKGCLError
 from simkgcl.evaluation.evaluator import Evaluator, RankingTask
 from simkgcl.models.base import Recommender
 from simkgcl.sampling.negative import MODEL_EPOCH_STREAM, EpochSource, epoch_generator
@@ -55,6 +54,7 @@ from simkgcl.training.checkpoint import (
 )
 from simkgcl.training.components import loss_reduction
 from simkgcl.training.distributed import any_rank
+from simkgcl.training.optim import autocast_context, build_optimizer, fused_adam_ok
 from simkgcl.training.run_folder import RunFolder
 
 logger = logging.getLogger("simkgcl.training")
@@ -83,56 +83,12 @@ class TrainState:
     stop_reason: str = ""  # "", "early stop", "time budget", "callback"
 
 
-def build_optimizer(name: str, params, *, lr: float, weight_decay: float,
-                    fused: bool = False) -> torch.optim.Optimizer:
-    """The optimiser the config's ``learner`` names (``fused``: Adam's single-kernel step)."""
-    params = [p for p in params if p.requires_grad]
-    if name == "adam":
-        if fused:
-            return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown learner {name!r}")
-
-
 def format_losses(losses: Mapping[str, float]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in losses.items())
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-
-
-def _fused_adam_ok(config: Mapping[str, Any], model: nn.Module) -> bool:
-    """Fused Adam when asked for (``fused_optimizer``) and the parameters' device supports it."""
-    if config["learner"] != "adam" or not config.get("fused_optimizer", True):
-        return False
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        return False
-    device = params[0].device.type
-    supported = getattr(torch.utils._foreach_utils, "_get_fused_kernels_supported_devices",
-                        lambda: ["cuda"])()
-    return device in supported and all(p.is_floating_point() for p in params)
-
-
-def _autocast_context(mode: str, model: nn.Module) -> Callable[[], Any]:
-    """A factory of autocast contexts for the training forward pass (``mixed_precision``)."""
-    if mode == "none":
-        return nullcontext
-    params = list(model.parameters())
-    device = params[0].device.type if params else "cpu"
-    if device != "cuda":
-        raise ConfigError(f"mixed_precision={mode!r} needs a CUDA device (this run is on "
-                          f"{device}); use mixed_precision=none")
-    return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
 
 
 class Trainer:
@@ -168,9 +124,9 @@ class Trainer:
         self.optimizer = build_optimizer(config["learner"], model.parameters(),
                                          lr=config["learning_rate"],
                                          weight_decay=config["weight_decay"],
-                                         fused=_fused_adam_ok(config, model))
+                                         fused=fused_adam_ok(config, model))
         self.clip = config["clip_grad_norm"]
-        self.autocast = _autocast_context(config.get("mixed_precision", "none"), model)
+        self.autocast = autocast_context(config.get("mixed_precision", "none"), model)
         self.valid_metric = config["valid_metric"]
         self.bigger = bool(config["valid_metric_bigger"])
         self.state = TrainState()
