@@ -145,3 +145,35 @@ def test_a_three_module_cycle_is_named_in_import_order(tmp_path: Path) -> None:
     files = {f"{name}.py": text for name, text in zip("abcd", sources, strict=True)}
     pkg = _write_package(tmp_path / "q", {"__init__.py": "", **files})
     assert find_cycles(import_graph(pkg)) == [["q.a", "q.b", "q.c", "q.a"]]
+
+
+def private_imports_across_packages(root: Path) -> list[str]:
+    """``from simkgcl.<pkg>... import _name`` written in a module outside ``<pkg>``."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        home = path.relative_to(root).parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                    and node.module.startswith(f"{root.name}.")):
+                continue
+            source = node.module.split(".")[1]
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__") \
+                        and source != home:
+                    found.append(f"{path.relative_to(root)}: {node.module}.{alias.name}")
+    return found
+
+
+def test_no_module_imports_another_packages_private_names() -> None:
+    assert private_imports_across_packages(PACKAGE_ROOT) == []
+
+
+def test_a_private_import_across_packages_is_found(tmp_path: Path) -> None:
+    root = tmp_path / "pkg"
+    for folder in ("a", "b"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "__init__.py").write_text("")
+    (root / "a" / "x.py").write_text("def _hidden():\n    pass\n")
+    (root / "a" / "y.py").write_text("from pkg.a.x import _hidden\n")  # same package: fine
+    (root / "b" / "z.py").write_text("from pkg.a.x import _hidden, public\n")
+    assert private_imports_across_packages(root) == ["b/z.py: pkg.a.x._hidden"]
