@@ -153,6 +153,14 @@ def _group_edges(key: str, value: Any) -> list[int]:
     return edges
 
 
+@allows("auto | off")
+def _blend_mode(key: str, value: Any) -> str:
+    """auto | off; YAML reads a bare ``off`` as false (and ``on`` as true), so those count."""
+    if isinstance(value, bool):
+        return "auto" if value else "off"
+    return choice(("auto", "off"))(key, value)
+
+
 @allows("a folder of data files or a bundled dataset name")
 def _dataset(key: str, value: Any) -> str:
     if value is None:
@@ -231,6 +239,10 @@ BASE_SPECS: dict[str, KeySpec] = {
     "user_group_quantiles": KeySpec(5, int_in(0),
                                     "also group the test users by quantiles of their training "
                                     "interactions (5 = quintiles; 0 or 1 = off)"),
+    "popularity_blend": KeySpec("auto", _blend_mode,
+                                "after training, fit β per user group on validation for "
+                                "score = z(model) + β·z(log(1+popularity)) and keep it where "
+                                "validation improves (auto; simkgcl.calibration), or never (off)"),
     "eval_batch_size": KeySpec(4_096_000, int_in(1),
                                "score cells (users x items) per evaluation batch: the memory "
                                "budget; users per batch = eval_batch_size // n_items"),

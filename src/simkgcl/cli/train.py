@@ -87,6 +87,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         results = RunFolder(args.run_dir).read_results()
         saved = results.get("test" if args.split == "test" else "best_valid", {})
+        if args.split == "valid" and results.get("popularity_blend", {}).get("kept"):
+            saved = {}  # best_valid is the model alone; the served blend was fitted on valid
     except ArtifactError:  # an unfinished run has no results.json: just print the metrics
         pass
     if args.json:
