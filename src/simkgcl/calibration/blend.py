@@ -8,7 +8,8 @@ For user ``u`` with ``d_u`` training interactions and item ``i`` with training c
 ``s_ui`` is the model's raw score (``u · i``); ``mean_u``/``std_u`` run over the whole catalogue
 (population std; ``eps`` = 1e-12 keeps a constant row finite); ``g(d_u)`` is the user's activity
 group (the ``user_groups`` edges of :mod:`simkgcl.evaluation.groups`: ≤1, 2–3, 4–5, ...), and
-``β_g ≥ 0`` one weight per group, fitted on validation (:mod:`simkgcl.calibration.fit`).
+``β_g ≥ 0`` one weight per group, non-increasing from sparse to dense groups, fitted on validation
+(:mod:`simkgcl.calibration.fit`).
 
 Why these choices:
 
