@@ -67,8 +67,16 @@ def test_train_prints_a_metrics_table_and_the_run_folder(tiny_folder: Path, tmp_
     out = capsys.readouterr().out
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["metric", "valid", "(best)", "test"]
-    assert any(line.startswith("NDCG@10") and len(line.split()) == 3 for line in lines)
+    results = json.loads(next(tmp_path.glob("bpr-*/results.json")).read_text())
+    if results["popularity_blend"]["kept"]:  # the model alone beside what is served
+        assert lines[0].split() == ["metric", "valid", "(best)", "test", "(model)", "test",
+                                    "(blended)"]
+        row = next(line for line in lines if line.startswith("NDCG@10")).split()
+        assert [float(v) for v in row[2:]] == pytest.approx(
+            [results["test_unblended"]["NDCG@10"], results["test"]["NDCG@10"]], abs=5e-5)
+    else:
+        assert lines[0].split() == ["metric", "valid", "(best)", "test"]
+        assert any(line.startswith("NDCG@10") and len(line.split()) == 3 for line in lines)
     assert f"run folder: {tmp_path}" in out
 
 

@@ -54,7 +54,14 @@ def _train(args: argparse.Namespace) -> int:
                           "epochs_run": result.epochs_run, "best_valid": result.best_valid,
                           "test": result.test}, indent=2))
         return 0
-    print(metrics_table({"valid (best)": result.best_valid, "test": result.test}))
+    columns = {"valid (best)": result.best_valid, "test": result.test}
+    from simkgcl.training.run_folder import RunFolder
+
+    results = RunFolder(result.run_dir).read_results() if result.test else {}
+    if results.get("test_unblended"):  # the popularity blend was kept: show the model alone too
+        columns = {"valid (best)": result.best_valid, "test (model)": results["test_unblended"],
+                   "test (blended)": result.test}
+    print(metrics_table(columns))
     stop = "early stop" if result.stopped_early else "all epochs"
     print(f"best epoch {result.best_epoch} ({result.valid_metric}); {result.epochs_run} epochs "
           f"run ({stop})")
