@@ -10,6 +10,10 @@ over resumed sessions) ends training gracefully after the epoch that crosses it;
 still tested. Everything the loop needs to continue exactly (model, optimiser, epoch, best score,
 patience, random states) is in ``checkpoints/last.pt`` after every epoch.
 
+A model without trainable parameters (``pop``) runs no epoch: :meth:`Trainer.fit` validates it
+once, saves it as the best and last model and finishes (no optimiser exists; ``last.pt`` holds an
+empty optimiser state).
+
 Hooks for what is built on top (hyper-parameter search): every callback is called with the
 epoch's record after each epoch, once ``metrics.jsonl`` and ``last.pt`` hold that epoch; it may
 return ``True`` to stop training gracefully (the best model is still tested) or raise (e.g.
