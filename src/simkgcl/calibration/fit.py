@@ -30,7 +30,11 @@ from simkgcl.calibration.blend import BlendTable, ScoreBlend, group_index
 from simkgcl.evaluation.evaluator import Evaluator, RankingTask
 from simkgcl.evaluation.groups import groups_from_edges
 
-DEFAULT_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+# 0 = the model alone; 1000 ≈ "most popular" with the model only breaking ties (the prior's
+# z-scores differ by ~0.1 or more between adjacent counts, the model's span a few units), so
+# validation can also choose plain popularity for a group.
+DEFAULT_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+                1000.0)
 
 
 def per_user_by_beta(evaluator: Evaluator, user_emb: Tensor, item_emb: Tensor,
@@ -99,7 +103,8 @@ def choose_betas(users: np.ndarray, values: dict[float, np.ndarray], user_counts
         chosen[inside] = values[best][inside]
         rows.append({**group.to_dict(), "n_users": n, "beta": best, "own_best_beta": own,
                      "unblended": gains[g, 0] / n if n else None,
-                     "blended": gains[g, picks[g]] / n if n else None})
+                     "blended": gains[g, picks[g]] / n if n else None,
+                     "by_beta": [gains[g, j] / n for j in range(len(grid))] if n else None})
     return betas, rows, float(chosen.mean()) if len(chosen) else 0.0
 
 

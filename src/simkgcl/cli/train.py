@@ -115,6 +115,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from simkgcl.training.calibrate import calibrate_run
+
+    results = calibrate_run(args.run_dir,
+                            overrides={"popularity_blend": "off"} if args.off else None)
+    if args.json:
+        print(json.dumps(results["test"], indent=2))
+        return 0
+    blend = results.get("popularity_blend", {})
+    columns = {"test": results["test"]}
+    if results.get("test_unblended"):
+        columns = {"test (model)": results["test_unblended"], "test (blended)": results["test"]}
+    print(metrics_table(columns))
+    print(f"popularity blend: {'kept' if blend.get('kept') else 'not kept'} "
+          f"({blend.get('reason', '')})")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -144,3 +162,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", help="override the saved device (auto | cpu | cuda | cuda:N)")
     add_json_option(e, "the metrics")
     e.set_defaults(func=_evaluate)
+    c = sub.add_parser(
+        "calibrate",
+        help="fit the popularity blend afresh on a finished run (no retraining)",
+        description="Fit the sparse-user popularity blend on the run's validation split with "
+        "its best checkpoint, test with and without it, and rewrite results.json, the per-user "
+        "file and the artifact.",
+    )
+    c.add_argument("run_dir", metavar="RUN_DIR")
+    c.add_argument("--off", action="store_true", help="remove the blend (popularity_blend=off)")
+    add_json_option(c, "the new test metrics")
+    c.set_defaults(func=_calibrate)
