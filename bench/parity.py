@@ -36,7 +36,8 @@ def run_case(values: dict[str, Any], dataset: str, epochs: int, root: Path) -> d
     from simkgcl.training.run_folder import RunFolder
 
     config = Config(values, dataset=dataset, epochs=epochs, seed=2020, threads=1, device="cpu",
-                    show_progress=False, checkpoint_dir=str(root), stopping_warmup=0)
+                    show_progress=False, checkpoint_dir=str(root), stopping_warmup=0,
+                    popularity_blend="off")  # the model alone: what the refactors must keep
     result = train(config)
     history = []
     for record in RunFolder(result.run_dir).read_history():

@@ -42,9 +42,21 @@ def test_train_then_evaluate_reproduces_test_metrics(tiny_folder: Path, tmp_path
     assert main(["evaluate", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == result["test"]
     assert main(["evaluate", str(run), "--split", "valid", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == result["best_valid"]
+    valid = json.loads(capsys.readouterr().out)
+    # best_valid is the model alone; evaluate scores as the artifact serves, through the
+    # popularity blend it kept, whose validation NDCG@10 the fit recombined per user
+    blend = json.loads((run / "results.json").read_text())["popularity_blend"]
+    assert blend["kept"] and blend["fitted_on"] == "valid"
+    assert valid["NDCG@10"] == pytest.approx(blend["report"]["blended"], rel=1e-9)
     assert main(["evaluate", str(run)]) == 0
     assert "reproduces the test metrics in results.json exactly" in capsys.readouterr().out
+
+
+def test_without_the_blend_evaluate_reproduces_best_valid(tiny_folder: Path, tmp_path: Path,
+                                                          capsys) -> None:
+    result, _ = _train(tiny_folder, tmp_path / "runs", capsys, "popularity_blend=off")
+    assert main(["evaluate", result["run_dir"], "--split", "valid", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == result["best_valid"]
 
 
 def test_train_prints_a_metrics_table_and_the_run_folder(tiny_folder: Path, tmp_path: Path,
@@ -55,8 +67,16 @@ def test_train_prints_a_metrics_table_and_the_run_folder(tiny_folder: Path, tmp_
     out = capsys.readouterr().out
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["metric", "valid", "(best)", "test"]
-    assert any(line.startswith("NDCG@10") and len(line.split()) == 3 for line in lines)
+    results = json.loads(next(tmp_path.glob("bpr-*/results.json")).read_text())
+    if results["popularity_blend"]["kept"]:  # the model alone beside what is served
+        assert lines[0].split() == ["metric", "valid", "(best)", "test", "(model)", "test",
+                                    "(blended)"]
+        row = next(line for line in lines if line.startswith("NDCG@10")).split()
+        assert [float(v) for v in row[2:]] == pytest.approx(
+            [results["test_unblended"]["NDCG@10"], results["test"]["NDCG@10"]], abs=5e-5)
+    else:
+        assert lines[0].split() == ["metric", "valid", "(best)", "test"]
+        assert any(line.startswith("NDCG@10") and len(line.split()) == 3 for line in lines)
     assert f"run folder: {tmp_path}" in out
 
 

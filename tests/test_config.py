@@ -115,7 +115,7 @@ def test_key_of_another_model_is_explained() -> None:
         ("metrics", ["Recall", "AUC"], "Recall, NDCG, MRR, Hit, Precision, MAP, ItemCoverage"),
         ("valid_metric", "NDCG", "METRIC@K"),
         ("device", "tpu", "auto | cpu | cuda | cuda:N"),
-        ("neg_sampling", {"popularity": 1}, "only uniform"),
+        ("neg_sampling", {"dynamic": 1}, "{uniform: N} or {popularity: N}"),
         ("clip_grad_norm", {"max_norm": -1}, "> 0"),
         ("show_progress", "yes", "true or false"),
         ("eval_args", {"mode": "uni100"}, "full"),

@@ -6,7 +6,13 @@ Layout of ``<run_dir>/artifact/``:
   items as CSR ``seen_indptr``/``seen_indices``), read with ``torch.load(weights_only=True)`` so
   opening someone else's artifact never executes pickled code;
 * ``meta.json`` — format version, model and dataset names, resolved config, metrics, and the
-  user/item token lists that map internal ids back to the user's original ids.
+  user/item token lists that map internal ids back to the user's original ids;
+* optionally (format 2) the fitted popularity blend of :mod:`simkgcl.calibration`: its β table
+  (plain JSON, ``meta.json``'s ``blend``: groups, betas, the split and metric it was fitted on)
+  and the items' training counts (``tensors.pt``'s ``popularity``, float32). Whoever scores from
+  the artifact applies it (``recommend``, ``export``, HTTP, ``simkgcl evaluate``).
+
+Format 1 artifacts (no blend) still load; this version writes 2.
 
 Both files are written with :func:`simkgcl.fileio.atomic_write_bytes` (unique temporary file,
 fsync, rename, folder fsync) so a crash mid-write never leaves a half artifact that looks
@@ -29,10 +35,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from simkgcl.calibration.blend import BlendTable
 from simkgcl.errors import ArtifactError, quoted
 from simkgcl.fileio import atomic_write_bytes, safe_torch_load
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 ARTIFACT_DIR = "artifact"
 TENSOR_FILE = "tensors.pt"
 META_FILE = "meta.json"
@@ -55,6 +63,8 @@ class Artifact:
     seen_indptr: Tensor  # (n_users + 1,) int64
     seen_indices: Tensor  # (n_seen,) int64
     path: Path | None = field(default=None, compare=False)
+    blend: BlendTable | None = None  # fitted popularity blend, applied when scoring
+    popularity: Tensor | None = None  # (n_items,) float32 training counts (with ``blend``)
 
     @property
     def n_users(self) -> int:
@@ -67,6 +77,10 @@ class Artifact:
     @property
     def embedding_dim(self) -> int:
         return int(self.item_embeddings.shape[1])
+
+    def training_counts(self) -> np.ndarray:
+        """Training interactions per user (from the seen-items index)."""
+        return (self.seen_indptr[1:] - self.seen_indptr[:-1]).numpy()
 
     def seen_items(self, user: int) -> Tensor:
         """Internal ids of the items ``user`` (internal id) interacted with in training."""
@@ -96,10 +110,11 @@ def _check_meta(meta: object, where: Path) -> tuple[int, int]:
     if not isinstance(meta, dict):
         raise ArtifactError(f"{where}: not an artifact description (expected a JSON object)")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise ArtifactError(
             f"{where}: artifact format version {quoted(version)} is not supported by this simkgcl "
-            f"(reads version {FORMAT_VERSION}); retrain or use a matching simkgcl release"
+            f"(reads versions {', '.join(map(str, READABLE_VERSIONS))}); retrain or use a "
+            "matching simkgcl release"
         )
     missing = [k for k in _META_KEYS if k not in meta]
     if missing:
@@ -157,6 +172,25 @@ def _check_seen_index(indptr: Tensor, indices: Tensor, where: Path, n_users: int
                             "is inconsistent")
 
 
+def _check_blend(meta: dict, tensors: Mapping[str, Tensor], meta_path: Path,
+                 tensor_path: Path, n_items: int) -> BlendTable | None:
+    """The blend table, if the artifact has one, with its popularity vector checked."""
+    if meta.get("blend") is None:
+        if "popularity" in tensors:
+            raise ArtifactError(f"{tensor_path}: 'popularity' without a blend in {META_FILE}")
+        return None
+    try:
+        table = BlendTable.from_dict(meta["blend"])
+    except ValueError as exc:
+        raise ArtifactError(f"{meta_path}: blend: {exc}") from None
+    pop = tensors.get("popularity")
+    if not isinstance(pop, Tensor) or pop.dtype != torch.float32 or pop.shape != (n_items,) \
+            or not bool(torch.isfinite(pop).all()) or bool((pop < 0).any()):
+        raise ArtifactError(f"{tensor_path}: a blend needs 'popularity', {n_items} finite "
+                            "non-negative float32 training counts")
+    return table
+
+
 def check_artifact(meta: object, tensors: object, *, meta_path: Path, tensor_path: Path) -> None:
     """Every rule an artifact obeys; ``save_artifact`` runs it before writing, the loader after
     reading, so the two can never disagree. Errors name ``meta_path`` or ``tensor_path``."""
@@ -172,6 +206,8 @@ def check_artifact(meta: object, tensors: object, *, meta_path: Path, tensor_pat
     _check_embeddings(tensors, tensor_path, n_users, n_items)
     _check_seen_index(tensors["seen_indptr"], tensors["seen_indices"], tensor_path, n_users,
                       n_items)
+    assert isinstance(meta, dict)
+    _check_blend(meta, tensors, meta_path, tensor_path, n_items)
 
 
 def save_artifact(
@@ -187,12 +223,15 @@ def save_artifact(
     item_embeddings: Tensor,
     train_users: np.ndarray,
     train_items: np.ndarray,
+    blend: dict[str, Any] | None = None,
+    popularity: Tensor | None = None,
 ) -> Path:
     """Write the artifact under ``run_dir/artifact`` and return that folder.
 
     ``train_users``/``train_items`` are the internal ids of the training interactions; they are
-    stored per user so that serving can leave out items a user has already seen. Nothing is
-    written unless :func:`check_artifact` accepts the result.
+    stored per user so that serving can leave out items a user has already seen. ``blend``
+    (:meth:`BlendTable.to_dict`) and ``popularity`` (training counts per item) go together.
+    Nothing is written unless :func:`check_artifact` accepts the result.
     """
     users_tok = [str(t) for t in user_tokens]
     items_tok = [str(t) for t in item_tokens]
@@ -214,6 +253,8 @@ def save_artifact(
         "seen_indptr": torch.from_numpy(indptr),
         "seen_indices": torch.from_numpy(np.ascontiguousarray(train_i[order])),
     }
+    if popularity is not None:
+        tensors["popularity"] = popularity.detach().float().cpu().contiguous()
     meta = {
         "format_version": FORMAT_VERSION,
         "model": model,
@@ -223,6 +264,8 @@ def save_artifact(
         "user_tokens": users_tok,
         "item_tokens": items_tok,
     }
+    if blend is not None:
+        meta["blend"] = blend
     out = Path(run_dir) / ARTIFACT_DIR
     check_artifact(meta, tensors, meta_path=out / META_FILE, tensor_path=out / TENSOR_FILE)
     out.mkdir(parents=True, exist_ok=True)
@@ -249,6 +292,7 @@ def load_artifact(run_dir: str | Path) -> Artifact:
     _check_meta(meta, meta_path)  # before reading tensors: a wrong version fails fast
     tensors = safe_torch_load(tensor_path)
     check_artifact(meta, tensors, meta_path=meta_path, tensor_path=tensor_path)
+    blend = _check_blend(meta, tensors, meta_path, tensor_path, len(meta["item_tokens"]))
     return Artifact(
         model=meta["model"],
         dataset=meta["dataset"],
@@ -261,4 +305,6 @@ def load_artifact(run_dir: str | Path) -> Artifact:
         seen_indptr=tensors["seen_indptr"],
         seen_indices=tensors["seen_indices"],
         path=path,
+        blend=blend,
+        popularity=tensors.get("popularity"),
     )

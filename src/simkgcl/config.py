@@ -58,7 +58,8 @@ _DEVICES = "auto | cpu | cuda | cuda:N"
 _METRICS = "a non-empty list of " + ", ".join(ALLOWED_METRICS)
 _TOPK = "a positive integer or a non-empty list of positive integers"
 _VALID_METRIC = "METRIC@K, e.g. NDCG@20, with METRIC one of " + ", ".join(ALLOWED_METRICS)
-_NEG_SAMPLING = "{uniform: N} with N a positive integer (negatives per positive)"
+_NEG_SAMPLING = ("{uniform: N} or {popularity: N} with N a positive integer (negatives per "
+                 "positive; popularity: see neg_popularity_alpha)")
 _CLIP = "null, or {max_norm: X} with X > 0 (optionally norm_type: P)"
 
 
@@ -115,12 +116,12 @@ def _neg_sampling(key: str, value: Any) -> dict[str, int]:
     if not isinstance(value, dict) or len(value) != 1:
         raise fail(key, value, _NEG_SAMPLING)
     (dist, n), = value.items()
-    if str(dist).lower() != "uniform":
-        raise fail(key, value, _NEG_SAMPLING + "; only uniform sampling is implemented")
+    if str(dist).lower() not in ("uniform", "popularity"):
+        raise fail(key, value, _NEG_SAMPLING)
     n_int = as_int(key, n, _NEG_SAMPLING)
     if n_int < 1:
         raise fail(key, value, _NEG_SAMPLING)
-    return {"uniform": n_int}
+    return {str(dist).lower(): n_int}
 
 
 @allows(_CLIP)
@@ -151,6 +152,14 @@ def _group_edges(key: str, value: Any) -> list[int]:
     if any(e < 0 for e in edges) or any(a >= b for a, b in zip(edges, edges[1:], strict=False)):
         raise fail(key, value, allowed)
     return edges
+
+
+@allows("auto | off")
+def _blend_mode(key: str, value: Any) -> str:
+    """auto | off; YAML reads a bare ``off`` as false (and ``on`` as true), so those count."""
+    if isinstance(value, bool):
+        return "auto" if value else "off"
+    return choice(("auto", "off"))(key, value)
 
 
 @allows("a folder of data files or a bundled dataset name")
@@ -203,6 +212,10 @@ BASE_SPECS: dict[str, KeySpec] = {
                                "(same updates up to float rounding, ~4x faster step on CPU)"),
     "weight_decay": KeySpec(0.0, float_in(0.0), "optimiser weight decay"),
     "neg_sampling": KeySpec({"uniform": 1}, _neg_sampling, "negative sampling"),
+    "neg_popularity_alpha": KeySpec(1.0, float_in(-2.0, 2.0),
+                                    "with neg_sampling {popularity: N}: negatives drawn with "
+                                    "probability ∝ (training count + 1)^alpha (1 ≈ RecBole's "
+                                    "popularity sampling; < 0 favours rare items)"),
     "clip_grad_norm": KeySpec(None, _clip_grad_norm, "gradient clipping"),
     # validation and early stopping
     "eval_step": KeySpec(1, int_in(0), "validate every N epochs (0: never, keep last model)"),
@@ -231,6 +244,10 @@ BASE_SPECS: dict[str, KeySpec] = {
     "user_group_quantiles": KeySpec(5, int_in(0),
                                     "also group the test users by quantiles of their training "
                                     "interactions (5 = quintiles; 0 or 1 = off)"),
+    "popularity_blend": KeySpec("auto", _blend_mode,
+                                "after training, fit β per user group on validation for "
+                                "score = z(model) + β·z(log(1+popularity)) and keep it where "
+                                "validation improves (auto; simkgcl.calibration), or never (off)"),
     "eval_batch_size": KeySpec(4_096_000, int_in(1),
                                "score cells (users x items) per evaluation batch: the memory "
                                "budget; users per batch = eval_batch_size // n_items"),

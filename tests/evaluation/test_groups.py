@@ -119,7 +119,7 @@ def test_a_run_reports_its_test_users_by_group(tmp_path: Path, monkeypatch) -> N
     result = train(Config(model="bpr", dataset=str(data), epochs=2, topk=[5, 10],
                           valid_metric="NDCG@10", show_progress=False, device="cpu",
                           checkpoint_dir=str(tmp_path / "runs"), user_groups=[8, 9],
-                          user_group_quantiles=2))
+                          user_group_quantiles=2, popularity_blend="off"))
     results = json.loads((result.run_dir / "results.json").read_text())
     with np.load(result.run_dir / PER_USER_FILE, allow_pickle=False) as raw:
         users, n_train = raw["user"], raw["n_train"]
@@ -138,5 +138,6 @@ def test_a_run_reports_its_test_users_by_group(tmp_path: Path, monkeypatch) -> N
     assert sum(r["n_users"] for r in results["test_groups"]["quantiles"]) == 30
     assert breakdown(PerUserMetrics.load(result.run_dir / PER_USER_FILE), [8, 9],
                      2) == results["test_groups"]
-    # validation (every epoch) never asked for per-user values: only the test did
+    # validation (every epoch) never asked for per-user values: only the test did (the
+    # popularity blend, off here, would fit on per-user validation values after training)
     assert calls == [1]

@@ -38,7 +38,8 @@ def test_health_model_and_docs(client: httpx.Client) -> None:
     assert info == {"model": "SimKGCL", "dataset": "toy", "n_users": N_USERS, "n_items": N_ITEMS,
                     "embedding_dim": 8, "test_metrics": {"recall@20": 0.25, "ndcg@20": 0.125},
                     "limits": {"max_batch_users": MAX_BATCH, "max_results": 500,
-                               "max_body_bytes": 2048, "max_concurrent": 3}}
+                               "max_body_bytes": 2048, "max_concurrent": 3},
+                    "popularity_blend": None}
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/recommendations", "/v1/items/{item}/similar"} <= set(paths)

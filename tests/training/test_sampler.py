@@ -126,3 +126,23 @@ def test_a_last_step_smaller_than_the_ranks_joins_the_step_before() -> None:
 def test_user_who_saw_every_item_is_reported() -> None:
     with pytest.raises(InputError, match="all 3 items"):
         NegativeSampler([0, 0, 0, 1], [0, 1, 2, 0], 3, batch_size=4, seed=0)
+
+
+@pytest.mark.parametrize("alpha", [1.0, -1.0])
+def test_popularity_negatives_follow_count_plus_one_to_the_alpha(alpha: float) -> None:
+    # user 0 saw item 3 once; users 1-3 give items 0 and 1 training counts 3 and 1 (user 0 has
+    # not seen them). Expected shares for user 0 over items {0, 1, 2, 4}: (c + 1)^alpha
+    users = [0, 1, 2, 3, 1]
+    items = [3, 0, 0, 0, 1]
+    sampler = NegativeSampler(users, items, 5, batch_size=20000, seed=11, num_negatives=4000,
+                              popularity_alpha=alpha)
+    batches = sampler.epoch(0)
+    mask = batches.users == 0
+    negs = batches.neg_items[mask]
+    counts = torch.bincount(negs, minlength=5).double()
+    weights = {0: 4.0 ** alpha, 1: 2.0 ** alpha, 2: 1.0, 4: 1.0}
+    total = sum(weights.values())
+    assert counts[3] == 0
+    for item, w in weights.items():
+        share = float(counts[item] / counts.sum())
+        assert abs(share - w / total) < 0.03  # 4000 draws for user 0: sd of a share < 0.008

@@ -54,7 +54,14 @@ def _train(args: argparse.Namespace) -> int:
                           "epochs_run": result.epochs_run, "best_valid": result.best_valid,
                           "test": result.test}, indent=2))
         return 0
-    print(metrics_table({"valid (best)": result.best_valid, "test": result.test}))
+    columns = {"valid (best)": result.best_valid, "test": result.test}
+    from simkgcl.training.run_folder import RunFolder
+
+    results = RunFolder(result.run_dir).read_results() if result.test else {}
+    if results.get("test_unblended"):  # the popularity blend was kept: show the model alone too
+        columns = {"valid (best)": result.best_valid, "test (model)": results["test_unblended"],
+                   "test (blended)": result.test}
+    print(metrics_table(columns))
     stop = "early stop" if result.stopped_early else "all epochs"
     print(f"best epoch {result.best_epoch} ({result.valid_metric}); {result.epochs_run} epochs "
           f"run ({stop})")
@@ -87,6 +94,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         results = RunFolder(args.run_dir).read_results()
         saved = results.get("test" if args.split == "test" else "best_valid", {})
+        if args.split == "valid" and results.get("popularity_blend", {}).get("kept"):
+            saved = {}  # best_valid is the model alone; the served blend was fitted on valid
     except ArtifactError:  # an unfinished run has no results.json: just print the metrics
         pass
     if args.json:
@@ -103,6 +112,24 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"reproduces the {args.split} metrics in {RESULTS_FILE} exactly")
         else:
             print(f"differs from {RESULTS_FILE}: largest absolute difference {diff:.3g}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from simkgcl.training.calibrate import calibrate_run
+
+    results = calibrate_run(args.run_dir,
+                            overrides={"popularity_blend": "off"} if args.off else None)
+    if args.json:
+        print(json.dumps(results["test"], indent=2))
+        return 0
+    blend = results.get("popularity_blend", {})
+    columns = {"test": results["test"]}
+    if results.get("test_unblended"):
+        columns = {"test (model)": results["test_unblended"], "test (blended)": results["test"]}
+    print(metrics_table(columns))
+    print(f"popularity blend: {'kept' if blend.get('kept') else 'not kept'} "
+          f"({blend.get('reason', '')})")
     return 0
 
 
@@ -135,3 +162,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", help="override the saved device (auto | cpu | cuda | cuda:N)")
     add_json_option(e, "the metrics")
     e.set_defaults(func=_evaluate)
+    c = sub.add_parser(
+        "calibrate",
+        help="fit the popularity blend afresh on a finished run (no retraining)",
+        description="Fit the sparse-user popularity blend on the run's validation split with "
+        "its best checkpoint, test with and without it, and rewrite results.json, the per-user "
+        "file and the artifact.",
+    )
+    c.add_argument("run_dir", metavar="RUN_DIR")
+    c.add_argument("--off", action="store_true", help="remove the blend (popularity_blend=off)")
+    add_json_option(c, "the new test metrics")
+    c.set_defaults(func=_calibrate)

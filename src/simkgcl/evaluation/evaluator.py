@@ -14,11 +14,15 @@ all-reduced, so every rank returns the same metrics as one process would.
 Per-user values (for user groups and paired significance tests) come from the same pass through
 :meth:`Evaluator.evaluate_per_user`; the plain :meth:`Evaluator.evaluate` that validation calls
 every epoch never keeps them.
+
+Every entry point takes an optional ``transform``: a :data:`ScoreTransform` applied to each
+batch's raw scores before exclusions and top-k (the fitted popularity blend of
+:mod:`simkgcl.calibration`, so evaluation ranks exactly what serving ranks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +35,9 @@ from simkgcl.evaluation.metrics import RANKING_METRICS, per_user_metrics
 from simkgcl.evaluation.per_user import PerUserMetrics
 from simkgcl.models.base import Recommender
 from simkgcl.sampling.negative import rank_share
+
+# (user ids of the rows (B,), raw scores (B, n_items)) -> the scores to rank (B, n_items)
+ScoreTransform = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass
@@ -144,23 +151,29 @@ class Evaluator:
 
     # -- evaluation ---------------------------------------------------------------------------
 
-    def evaluate(self, model: Recommender, task: RankingTask) -> dict[str, float]:
+    def evaluate(self, model: Recommender, task: RankingTask,
+                 transform: ScoreTransform | None = None) -> dict[str, float]:
         """Metrics of ``model`` on ``task``; its final embeddings are computed once."""
-        return self.evaluate_embeddings(*_final_embeddings(model), task)
+        return self.evaluate_embeddings(*_final_embeddings(model), task, transform)
 
-    def evaluate_per_user(self, model: Recommender,
-                          task: RankingTask) -> tuple[dict[str, float], PerUserMetrics]:
+    def evaluate_per_user(self, model: Recommender, task: RankingTask,
+                          transform: ScoreTransform | None = None
+                          ) -> tuple[dict[str, float], PerUserMetrics]:
         """:meth:`evaluate` plus every evaluated user's value of each ranking metric (one pass;
         under DDP every rank receives all users)."""
-        return self.evaluate_embeddings_per_user(*_final_embeddings(model), task)
+        return self.evaluate_embeddings_per_user(*_final_embeddings(model), task, transform)
 
-    def _batches(self, task: RankingTask, user_emb: Tensor, item_emb: Tensor):
+    def _batches(self, task: RankingTask, user_emb: Tensor, item_emb: Tensor,
+                 transform: ScoreTransform | None = None):
         """Yield (start, end, top item ids, hits) for each batch of evaluation rows."""
         item_t = item_emb.t()
         n_items = self.n_items
         for start in range(0, task.n_rows, self.users_per_batch):
             end = min(start + self.users_per_batch, task.n_rows)
-            scores = user_emb[task.users[start:end]] @ item_t
+            batch_users = task.users[start:end]
+            scores = user_emb[batch_users] @ item_t
+            if transform is not None:
+                scores = transform(batch_users, scores)
             lo, hi = int(task.exclude_indptr[start]), int(task.exclude_indptr[end])
             if hi > lo:
                 scores[task.exclude_rows[lo:hi] - start, task.exclude_items[lo:hi]] = float("-inf")
@@ -174,17 +187,17 @@ class Evaluator:
                 hits = torch.zeros_like(keys, dtype=torch.bool)
             yield start, end, top_items, hits
 
-    def evaluate_embeddings(self, user_emb: Tensor, item_emb: Tensor,
-                            task: RankingTask) -> dict[str, float]:
+    def evaluate_embeddings(self, user_emb: Tensor, item_emb: Tensor, task: RankingTask,
+                            transform: ScoreTransform | None = None) -> dict[str, float]:
         """Metrics for scores ``user_emb @ item_emb.T`` (tables already on the device)."""
-        return self._evaluate(user_emb, item_emb, task, None)
+        return self._evaluate(user_emb, item_emb, task, None, transform)
 
     def evaluate_embeddings_per_user(
-            self, user_emb: Tensor, item_emb: Tensor,
-            task: RankingTask) -> tuple[dict[str, float], PerUserMetrics]:
+            self, user_emb: Tensor, item_emb: Tensor, task: RankingTask,
+            transform: ScoreTransform | None = None) -> tuple[dict[str, float], PerUserMetrics]:
         """:meth:`evaluate_embeddings` plus the per-user values behind its averages."""
         parts: list[dict[str, Tensor]] = []
-        metrics = self._evaluate(user_emb, item_emb, task, parts)
+        metrics = self._evaluate(user_emb, item_emb, task, parts, transform)
         names = [f"{m}@{k}" for m in self.metrics if m in RANKING_METRICS for k in self.topk]
         values = {n: torch.cat([p[n] for p in parts]).cpu().numpy() if parts
                   else np.zeros(0) for n in names}
@@ -198,7 +211,8 @@ class Evaluator:
         return metrics, per_user
 
     def _evaluate(self, user_emb: Tensor, item_emb: Tensor, task: RankingTask,
-                  keep: list[dict[str, Tensor]] | None) -> dict[str, float]:
+                  keep: list[dict[str, Tensor]] | None,
+                  transform: ScoreTransform | None = None) -> dict[str, float]:
         """Averages over the task's users; ``keep`` (a list) receives each batch's per-user
         values."""
         user_emb = user_emb.to(self.device)
@@ -209,7 +223,7 @@ class Evaluator:
         want_coverage = "ItemCoverage" in self.metrics
         covered = (torch.zeros(len(self.topk), self.n_items, dtype=torch.bool, device=self.device)
                    if want_coverage else None)
-        for start, end, top_items, hits in self._batches(task, user_emb, item_emb):
+        for start, end, top_items, hits in self._batches(task, user_emb, item_emb, transform):
             if ranking:
                 values = per_user_metrics(hits, task.n_pos[start:end], ranking, self.topk)
                 sums += torch.stack([values[n].sum() for n in names])
@@ -237,10 +251,11 @@ class Evaluator:
         # Report in the order the metrics were asked for, each at every K.
         return {f"{m}@{k}": per_name[f"{m}@{k}"] for m in self.metrics for k in self.topk}
 
-    def top_items(self, user_emb: Tensor, item_emb: Tensor, task: RankingTask) -> Tensor:
+    def top_items(self, user_emb: Tensor, item_emb: Tensor, task: RankingTask,
+                  transform: ScoreTransform | None = None) -> Tensor:
         """(n_rows, max K) ranked item ids for the task's users, exactly as evaluation ranks them."""
         parts = [top for _, _, top, _ in self._batches(task, user_emb.to(self.device),
-                                                        item_emb.to(self.device))]
+                                                        item_emb.to(self.device), transform)]
         if not parts:
             return torch.zeros(0, self.max_k, dtype=torch.long, device=self.device)
         return torch.cat(parts)

@@ -5,6 +5,7 @@ A model never sees files or a dataset object: it receives a :class:`~simkgcl.gra
 ``model(users, pos_items, neg_items)``, which returns **named loss terms** (their sum is what is
 minimised; the names are what the trainer logs). Evaluation and serving call
 :meth:`Recommender.final_embeddings` once and score users against items with a dot product.
+A model without trainable parameters (``pop``) is never trained: the trainer runs no epochs.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """Training triples (user, positive item, negative item) for a whole epoch at once.
 
-Negatives are drawn uniformly from the items the user has *not* interacted with in training.
+Negatives are drawn uniformly from the items the user has *not* interacted with in training, or
+(``neg_sampling: {popularity: N}``) with probability proportional to ``(c_j + 1)^α`` over those
+items, ``c_j`` item j's training count and ``α`` = ``neg_popularity_alpha``: RecBole's popularity
+sampling draws ∝ ``c_j`` (its α = 1; the +1 here keeps items without training interactions
+drawable and lets α < 0 favour rare items). Rejection works the same for both.
 Everything is vectorised: draw one candidate per row, find the rows whose candidate is a training
 item (binary search in the sorted keys ``user * n_items + item``), redraw only those rows, and
 repeat until none is left. Since a user who has seen a share ``p`` of the catalogue needs ``1/(1-p)``
@@ -126,6 +130,7 @@ class NegativeSampler:
         device: torch.device | str = "cpu",
         rank: int = 0,
         world_size: int = 1,
+        popularity_alpha: float | None = None,
     ) -> None:
         u = torch.as_tensor(np.asarray(users), dtype=torch.int64).cpu()
         i = torch.as_tensor(np.asarray(items), dtype=torch.int64).cpu()
@@ -149,6 +154,10 @@ class NegativeSampler:
             )
         self.users = u
         self.items = i
+        # None: uniform; else draw weights (c_j + 1)^alpha (see the module docstring)
+        self.weights = (None if popularity_alpha is None else
+                        (torch.bincount(i, minlength=self.n_items).double() + 1.0)
+                        .pow(float(popularity_alpha)))
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.num_negatives = int(num_negatives)
@@ -171,12 +180,17 @@ class NegativeSampler:
         where = torch.searchsorted(self.keys, keys).clamp_(max=self.keys.numel() - 1)
         return self.keys[where] == keys
 
+    def _candidates(self, n: int, generator: torch.Generator) -> Tensor:
+        if self.weights is None:
+            return torch.randint(0, self.n_items, (n,), generator=generator)
+        return torch.multinomial(self.weights, n, replacement=True, generator=generator)
+
     def draw_negatives(self, users: Tensor, generator: torch.Generator) -> Tensor:
-        """One uniform non-training item per entry of ``users`` (host tensor)."""
-        neg = torch.randint(0, self.n_items, users.shape, generator=generator)
+        """One non-training item per entry of ``users`` (host tensor), uniform or weighted."""
+        neg = self._candidates(users.numel(), generator).reshape(users.shape)
         todo = self.is_training_item(users, neg).nonzero().flatten()
         while todo.numel():
-            neg[todo] = torch.randint(0, self.n_items, todo.shape, generator=generator)
+            neg[todo] = self._candidates(todo.numel(), generator)
             todo = todo[self.is_training_item(users[todo], neg[todo])]
         return neg
 

@@ -226,6 +226,11 @@ def create_app(service: RecommendationService, *, limits: ServingLimits | None =
             "embedding_dim": art.embedding_dim,
             "test_metrics": split_test_metrics(art.metrics),
             "limits": limits.as_dict(),
+            "popularity_blend": (None if art.blend is None else
+                                 {"betas": dict(zip([g.label for g in art.blend.groups()],
+                                                    art.blend.betas, strict=True)),
+                                  "fitted_on": art.blend.fitted_on,
+                                  "metric": art.blend.metric}),
         }
 
     @app.get("/v1/users/{user:path}/recommendations", response_model=UserRecommendations,

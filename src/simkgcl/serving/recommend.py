@@ -3,6 +3,11 @@
 The service keeps the embeddings in memory once; each call scores only the requested users
 (``batch x n_items``), never the full ``users x items`` matrix, so the same code serves a single
 HTTP request and a 70k-user export.
+
+When the artifact holds a fitted popularity blend (:mod:`simkgcl.calibration`), every score
+goes through it before seen items are masked, exactly as the evaluator ranked the test split:
+the scores returned are then the blended ones (per-user z-scores plus β times the popularity
+prior), not raw dot products.
 """
 
 from __future__ import annotations
@@ -48,8 +53,8 @@ class TopK:
 class RecommendationService:
     """Answers "which items for this user?" and "which items are like this one?".
 
-    Scores are dot products of the final user and item embeddings (the models' scoring rule);
-    similarity is cosine over item embeddings. Tokens in, tokens out.
+    Scores are dot products of the final user and item embeddings (the models' scoring rule),
+    through the artifact's popularity blend when it has one; similarity is cosine over item embeddings. Tokens in, tokens out.
     """
 
     def __init__(self, artifact: Artifact):
@@ -60,6 +65,8 @@ class RecommendationService:
         self._user_emb = artifact.user_embeddings
         self._item_emb_t = artifact.item_embeddings.t().contiguous()  # (d, n_items)
         self._item_unit = F.normalize(artifact.item_embeddings, dim=1)
+        self._blend = (None if artifact.blend is None or artifact.popularity is None else
+                       artifact.blend.bind(artifact.popularity, artifact.training_counts()))
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> RecommendationService:
@@ -127,6 +134,8 @@ class RecommendationService:
         k = self.check_k(k)
         users = torch.as_tensor(np.asarray(user_ids, dtype=np.int64))
         scores = self._user_emb[users] @ self._item_emb_t
+        if self._blend is not None:
+            scores = self._blend(users, scores)
         if not include_seen:
             self._mask_seen(scores, users)
         top_scores, top_items = torch.topk(scores, k, dim=1)

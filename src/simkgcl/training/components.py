@@ -98,8 +98,10 @@ def build_components(config: Mapping[str, Any], dataset: KnowledgeDataset, split
     sampler = NegativeSampler(
         split.train.users, split.train.items, dataset.n_items,
         batch_size=batch_size, seed=config["seed"],
-        num_negatives=config["neg_sampling"]["uniform"], device=device,
+        num_negatives=next(iter(config["neg_sampling"].values())), device=device,
         rank=sampler_rank, world_size=sampler_world,
+        popularity_alpha=(config["neg_popularity_alpha"]
+                          if "popularity" in config["neg_sampling"] else None),
     )
     evaluator = Evaluator.from_config(config, dataset.n_users, dataset.n_items, device,
                                       rank=rank, world_size=world_size)

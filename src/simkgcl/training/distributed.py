@@ -177,8 +177,8 @@ def data_parallel(model: nn.Module, device: torch.device, group: ProcessGroup) -
     Buffers are the graph's index structures, built identically on every rank: they are not
     broadcast before every forward.
     """
-    if not group.distributed:
-        return model
+    if not group.distributed or not any(p.requires_grad for p in model.parameters()):
+        return model  # nothing to synchronise (e.g. the pop model)
     ddp = nn.parallel.DistributedDataParallel
     no_buffer_sync: dict[str, Any] = ({"forward_sync_buffers": False}
                                       if "forward_sync_buffers" in inspect.signature(ddp).parameters

@@ -28,11 +28,11 @@ from typing import Any
 
 import torch
 
+from simkgcl.artifact import load_artifact
+from simkgcl.calibration import BlendTable
 from simkgcl.config import Config
 from simkgcl.data.dataset import KnowledgeDataset, Split
 from simkgcl.errors import ArtifactError, ConfigError
-from simkgcl.evaluation.groups import breakdown, format_groups
-from simkgcl.evaluation.per_user import PerUserMetrics
 from simkgcl.memory import peak_rss_mb
 from simkgcl.models.base import Recommender
 from simkgcl.training.checkpoint import load_checkpoint, load_model_weights, require_entries
@@ -51,6 +51,13 @@ from simkgcl.training.distributed import (
 )
 from simkgcl.training.environment import seed_everything, torch_threads
 from simkgcl.training.run_folder import RunFolder
+from simkgcl.training.test_phase import (
+    TestOutcome,
+    blend_transform,
+    log_groups,
+    run_test_phase,
+    training_counts,
+)
 from simkgcl.training.trainer import EpochCallback, Trainer, TrainState, format_metrics
 
 logger = logging.getLogger("simkgcl.training")
@@ -156,7 +163,17 @@ def evaluate_run(
             task = parts.evaluator.task(data_split.valid, data_split.valid_exclusions())
         else:
             task = parts.evaluator.task(data_split.test, data_split.test_exclusions())
-        return parts.evaluator.evaluate(parts.model, task)
+        table = _artifact_blend(folder)
+        transform = (None if table is None else
+                     blend_transform(table, dataset, data_split, parts.evaluator.device))
+        return parts.evaluator.evaluate(parts.model, task, transform)
+
+
+def _artifact_blend(folder: RunFolder) -> BlendTable | None:
+    """The popularity blend the run's artifact serves (None: none, or no artifact yet)."""
+    if not folder.artifact_dir.is_dir():
+        return None
+    return load_artifact(folder.path).blend
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,8 +200,9 @@ def _run(config: Config, *, data: tuple[KnowledgeDataset, Split] | None,
             state = _fit(trainer)
             _keep_best(parts.model, folder, group, evaluate_test)
             logger.info("best valid: %s", format_metrics(state.best_valid))
-            test, test_seconds, per_user = (_test(config, parts, dataset, split) if evaluate_test
-                                            else ({}, 0.0, None))
+            outcome = (run_test_phase(config, parts, dataset, split) if evaluate_test
+                       else TestOutcome({}, 0.0, None))
+            test, test_seconds, per_user = outcome.test, outcome.seconds, outcome.per_user
             history = folder.read_history() if group.main else []
             result = RunResult(run_dir=folder.path, best_valid=state.best_valid, test=test,
                                best_epoch=state.best_epoch, epochs_run=state.epoch,
@@ -197,10 +215,12 @@ def _run(config: Config, *, data: tuple[KnowledgeDataset, Split] | None,
                     test_seconds, time.perf_counter() - started, device, group)
                 if per_user is not None:
                     per_user.save(folder.per_user_path)
-                    summary["test_groups"] = _log_groups(per_user, config)
+                    summary["test_groups"] = log_groups(
+                        per_user, config, "test (blended)" if outcome.blend else "test")
+                summary.update(outcome.extra)
                 folder.write_results(summary)
                 _write_artifact(folder, config, dataset, split, parts.model, state.best_valid,
-                                test if evaluate_test else None)
+                                test if evaluate_test else None, outcome.blend)
                 logger.info("run folder: %s", folder.path)
         return result
 
@@ -307,32 +327,6 @@ def _keep_best(model: Recommender, folder: RunFolder, group: ProcessGroup,
                 best.get("epoch"))
 
 
-def _test(config: Config, parts: Components, dataset: KnowledgeDataset, split: Split
-          ) -> tuple[dict[str, float], float, PerUserMetrics | None]:
-    """Test metrics, seconds, and every test user's metrics when ``test_per_user`` asks."""
-    task = parts.evaluator.task(split.test, split.test_exclusions())
-    t0 = time.perf_counter()
-    per_user = None
-    if config["test_per_user"]:
-        test, per_user = parts.evaluator.evaluate_per_user(parts.model, task)
-        per_user = per_user.labelled(dataset.user_tokens, split.train.users, dataset.n_users)
-    else:
-        test = parts.evaluator.evaluate(parts.model, task)
-    seconds = time.perf_counter() - t0
-    logger.info("test:       %s", format_metrics(test))
-    return test, seconds, per_user
-
-
-def _log_groups(per_user: PerUserMetrics, config: Config) -> dict[str, Any]:
-    """Test metrics by user group (``results.json``'s ``test_groups``), also logged."""
-    groups = breakdown(per_user, config["user_groups"], config["user_group_quantiles"])
-    for kind in ("edges", "quantiles"):
-        if kind in groups:
-            logger.info("test by training interactions (%s):\n%s", kind,
-                        format_groups(groups[kind], per_user.metric_names))
-    return groups
-
-
 def _results_summary(config: Config, dataset_name: str, state: TrainState,
                      test: dict[str, float] | None, history: list[dict[str, Any]],
                      test_seconds: float, wall_seconds: float, device: torch.device,
@@ -363,16 +357,20 @@ def _results_summary(config: Config, dataset_name: str, state: TrainState,
 
 def _write_artifact(folder: RunFolder, config: Config, dataset: KnowledgeDataset, split: Split,
                     model: Recommender, best_valid: dict[str, float],
-                    test: dict[str, float] | None) -> None:
+                    test: dict[str, float] | None, blend: BlendTable | None) -> None:
+    """The artifact, with the popularity blend (table + training counts) when one is kept."""
     model.eval()
     with torch.no_grad():
         user_emb, item_emb = model.final_embeddings()
+    extra: dict[str, Any] = {}
+    if blend is not None:
+        extra = {"blend": blend.to_dict(), "popularity": training_counts(dataset, split)[1]}
     folder.save_artifact(model=config["model"], dataset=dataset.name, config=config.to_dict(),
                          metrics={"valid": best_valid, **({"test": test} if test is not None
                                                           else {})},
                          user_tokens=dataset.user_tokens, item_tokens=dataset.item_tokens,
                          user_embeddings=user_emb, item_embeddings=item_emb,
-                         train_users=split.train.users, train_items=split.train.items)
+                         train_users=split.train.users, train_items=split.train.items, **extra)
 
 
 # ---------------------------------------------------------------------------------------------

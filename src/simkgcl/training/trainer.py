@@ -10,6 +10,10 @@ over resumed sessions) ends training gracefully after the epoch that crosses it;
 still tested. Everything the loop needs to continue exactly (model, optimiser, epoch, best score,
 patience, random states) is in ``checkpoints/last.pt`` after every epoch.
 
+A model without trainable parameters (``pop``) runs no epoch: :meth:`Trainer.fit` validates it
+once, saves it as the best and last model and finishes (no optimiser exists; ``last.pt`` holds an
+empty optimiser state).
+
 Hooks for what is built on top (hyper-parameter search): every callback is called with the
 epoch's record after each epoch, once ``metrics.jsonl`` and ``last.pt`` hold that epoch; it may
 return ``True`` to stop training gracefully (the best model is still tested) or raise (e.g.
@@ -121,10 +125,13 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.folder = folder
         self.tensorboard = tensorboard
-        self.optimizer = build_optimizer(config["learner"], model.parameters(),
-                                         lr=config["learning_rate"],
-                                         weight_decay=config["weight_decay"],
-                                         fused=fused_adam_ok(config, model))
+        # A model without trainable parameters (pop) runs no epochs: see fit().
+        self.trainable = any(p.requires_grad for p in model.parameters())
+        self.optimizer = (build_optimizer(config["learner"], model.parameters(),
+                                          lr=config["learning_rate"],
+                                          weight_decay=config["weight_decay"],
+                                          fused=fused_adam_ok(config, model))
+                          if self.trainable else None)
         self.clip = config["clip_grad_norm"]
         self.autocast = autocast_context(config.get("mixed_precision", "none"), model)
         self.valid_metric = config["valid_metric"]
@@ -149,6 +156,7 @@ class Trainer:
         bar = tqdm(batches, desc=f"epoch {epoch}", total=len(batches), leave=False,
                    disable=not self.config["show_progress"] or not self.main_process,
                    dynamic_ncols=True)
+        assert self.optimizer is not None
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         for step, (users, pos, neg) in enumerate(bar):
             self.optimizer.zero_grad(set_to_none=True)
@@ -190,6 +198,7 @@ class Trainer:
         """Run the model's :meth:`~simkgcl.models.base.Recommender.extra_steps` (one optimiser
         step each, on the model itself: every rank computes the same); their terms' sums."""
         totals: dict[str, torch.Tensor] = {}
+        assert self.optimizer is not None
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         for step in self.model.extra_steps():
             self.optimizer.zero_grad(set_to_none=True)
@@ -227,6 +236,8 @@ class Trainer:
         epochs, eval_step, stopping_step = cfg["epochs"], cfg["eval_step"], cfg["stopping_step"]
         warmup = cfg["stopping_warmup"]
         budget = cfg["time_budget"]
+        if not self.trainable and not st.finished:
+            return self._fit_untrained()
         while st.epoch < epochs and not st.finished:
             epoch = st.epoch
             t0 = time.perf_counter()
@@ -295,6 +306,28 @@ class Trainer:
         st.finished = True
         return st
 
+    def _fit_untrained(self) -> TrainState:
+        """No epochs for a model without trainable parameters: one validation (if any), which
+        is the best and last model, so the run folder looks like any finished run's."""
+        st = self.state
+        valid = None
+        if self.valid_task is not None:
+            t0 = time.perf_counter()
+            valid = self.validate()
+            st.valid_seconds = time.perf_counter() - t0
+            st.n_validations = 1
+            st.best_score, st.best_valid = valid[self.valid_metric], dict(valid)
+        st.best_epoch, st.finished, st.stop_reason = 0, True, "nothing to train"
+        logger.info("model %s has no trainable parameters: no training epochs%s",
+                    type(self.model).__name__,
+                    f"; valid {format_metrics(valid)}" if valid is not None else "")
+        if self.folder is not None:
+            self.folder.save_checkpoint(self.folder.best_path, {
+                "model": self.model.state_dict(), "epoch": 0, "score": st.best_score,
+                "valid": st.best_valid})
+            self.save_last()
+        return st
+
     def _write_epoch(self, record: dict[str, Any]) -> None:
         if self.folder is not None:
             self.folder.append_metrics(record)
@@ -326,7 +359,7 @@ class Trainer:
         assert self.folder is not None
         self.folder.save_checkpoint(self.folder.last_path, {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
             "state": asdict(self.state),
             "rng": capture_rng_state(),
         })
@@ -344,7 +377,8 @@ class Trainer:
         state = _train_state(checkpoint["state"], source)
         load_model_weights(self.model, checkpoint["model"], source)
         try:
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            if self.optimizer is not None:
+                self.optimizer.load_state_dict(checkpoint["optimizer"])
             restore_rng_state(checkpoint["rng"])
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
