@@ -173,8 +173,9 @@ class KGAT(Recommender):
             if isinstance(layer, nn.Linear):
                 nn.init.xavier_normal_(layer.weight)
                 nn.init.zeros_(layer.bias)
-        # the attention A, one value per CKG cell: part of the model's state (see the docstring)
-        self.register_buffer("attention_values", self.ckg.initial_values().float())
+        # the attention A, one value per CKG cell: part of the model's state (see the
+        # docstring); float64 like the other graph weights (products cast it to the rows' dtype)
+        self.register_buffer("attention_values", self.ckg.initial_values())
         self.register_buffer("attention_cells", self.ckg.grouped_cells(), persistent=False)
         self._kg_batches: list[KGBatch] = []
         self._attention_due = False
@@ -231,7 +232,7 @@ class KGAT(Recommender):
     def propagate(self) -> Tensor:
         """Final rows of every node (``N x (d + sum(layers))``); dropout when training."""
         ego = torch.cat([self.user_embedding.weight, self.entity_embedding.weight])
-        values = self.attention_values.to(at_least_float32(ego.dtype))
+        values = self.attention_values
         rows = [ego]
         for layer in self.aggregator_layers:
             side = self.ckg.adjacency.matmul(values, ego)
