@@ -219,10 +219,8 @@ class KGAT(Recommender):
         device = self.entity_embedding.weight.device
         heads, relations, pos_tails, neg_tails = (
             t.to(device) for t in (heads, relations, pos_tails, neg_tails))
-        projections = self.trans_w(relations)
-        h = transr_project(self.entity_embedding(heads), projections)
-        pos = transr_project(self.entity_embedding(pos_tails), projections)
-        neg = transr_project(self.entity_embedding(neg_tails), projections)
+        rows = self.entity_embedding(torch.stack([heads, pos_tails, neg_tails]))  # (3, B, d)
+        h, pos, neg = transr_project(rows, relations, self.trans_w.weight).unbind(0)
         r = self.relation_embedding(relations)
         kg = F.softplus(translation_distance(h, r, pos) - translation_distance(h, r, neg))
         return {"kg": kg.mean(), "kg_reg": self.reg_weight * emb_loss(h, r, pos, neg)}
