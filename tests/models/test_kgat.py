@@ -257,3 +257,33 @@ def test_trains_through_the_engine(tmp_path):
     last = torch.load(Path(result.run_dir) / "checkpoints" / "last.pt", weights_only=True)
     values = last["model"]["attention_values"]
     assert values.shape[0] > 0 and not torch.allclose(values, values[:1].expand_as(values))
+
+
+def test_transr_operators_match_row_by_row_products():
+    from simkgcl.models.ops import (
+        RelationGroups,
+        translation_distance,
+        transr_attention_logits,
+        transr_project,
+    )
+
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn(2, 9, 3, generator=gen, dtype=torch.float64)
+    relations = torch.tensor([4, 0, 4, 2, 0, 0, 4, 2, 4])  # relations 1 and 3 absent
+    projections = torch.randn(5, 3 * 2, generator=gen, dtype=torch.float64)
+    got = transr_project(rows, relations, projections)
+    want = torch.stack([torch.stack([rows[s, b] @ projections[relations[b]].view(3, 2)
+                                     for b in range(9)]) for s in range(2)])
+    torch.testing.assert_close(got, want, atol=TIGHT, rtol=0)
+    vectors = torch.randn(5, 2, generator=gen, dtype=torch.float64)
+    distance = translation_distance(got[0], vectors[relations], got[1])
+    torch.testing.assert_close(distance, ((got[0] + vectors[relations] - got[1]) ** 2).sum(1))
+    table = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    heads, tails = torch.tensor([0, 5, 2, 0, 3]), torch.tensor([1, 1, 4, 4, 0])
+    edge_rel = torch.tensor([2, 0, 2, 4, 0])
+    groups = RelationGroups(heads, edge_rel, tails)
+    logits = transr_attention_logits(table, vectors, projections, groups)
+    for j, e in enumerate(groups.edge_order.tolist()):
+        w = projections[edge_rel[e]].view(3, 2)
+        pi = (table[tails[e]] @ w) @ torch.tanh(table[heads[e]] @ w + vectors[edge_rel[e]])
+        assert float(logits[j]) == pytest.approx(float(pi), abs=1e-12)
