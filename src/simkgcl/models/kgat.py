@@ -31,7 +31,8 @@ only; ``W``: linear layers with bias). Final rows: ``[x^0, n(x^1), ..., n(x^L)]`
 (``n`` = row-wise L2 normalisation; the next layer reads the unnormalised ``x^(l+1)``); scores
 are dot products of user rows with item (entity) rows.
 
-Loss terms (``loss_reduction`` "mean"):
+Loss terms (``loss_reduction`` "batch": under DDP every process computes the whole step, so
+that data-parallel training is exactly one process's):
 
 * per interaction batch (``calculate_loss``): ``bpr`` = batch mean of ``-log(1e-10 +
   sigmoid(pos - neg))`` on the final rows, ``reg`` = ``reg_weight`` x RecBole's EmbLoss of the
@@ -62,6 +63,9 @@ table shapes (one [PAD] row more in the user, entity and relation tables: std
 ``sqrt(2 / (rows + 1 + cols))``; linear layers Xavier-normal, bias 0), drawn from the torch RNG;
 KG batches are shuffled and corrupted from the epoch's generator (RecBole: its own numpy
 streams); message dropout masks are 16-bit draws (:func:`~simkgcl.models.ops.keep_mask`).
+``A`` is saved with the weights, so the best epoch is tested with the attention it was
+validated with (RecBole keeps ``A_in`` out of its checkpoints: its test of the best weights
+runs on the last epoch's attention).
 
 The same maths written plainly (dense matrices, loops) is ``tests/models/reference_kgat.py``;
 the tests check that this model's attention, embeddings, losses and gradients equal it.
@@ -120,6 +124,13 @@ class Aggregator(nn.Module):
         return F.leaky_relu(self.W(torch.cat([ego, side], dim=1)), LEAKY_SLOPE)
 
 
+def _world_size() -> int:
+    """Processes training together (1 outside ``torchrun``)."""
+    distributed = torch.distributed
+    return (distributed.get_world_size()
+            if distributed.is_available() and distributed.is_initialized() else 1)
+
+
 def recbole_xavier_normal_(weight: Tensor, pad_rows: int) -> None:
     """Xavier-normal as RecBole draws it for a table with ``pad_rows`` more rows than ours."""
     rows, cols = weight.shape
@@ -130,7 +141,12 @@ class KGAT(Recommender):
     """KGAT with RecBole's defaults; see the module docstring for the maths."""
 
     name: ClassVar[str] = "kgat"
-    loss_reduction: ClassVar[str] = "mean"
+    # RecBole's EmbLoss (unsquared norms / batch) does not split over rows, and the whole graph
+    # is propagated at every step anyway: under DDP every process computes the whole step
+    loss_reduction: ClassVar[str] = "batch"
+    # trained by the TransR steps only, identically on every rank: kept out of DDP
+    ddp_ignored_parameters: ClassVar[tuple[str, ...]] = ("relation_embedding.weight",
+                                                          "trans_w.weight")
     keys: ClassVar[dict[str, KeySpec]] = {
         "embedding_size": KeySpec(64, int_in(1), "user and entity embedding dimension d"),
         "kg_embedding_size": KeySpec(64, int_in(1), "relation (TransR space) dimension k"),
@@ -142,7 +158,7 @@ class KGAT(Recommender):
                                 "dropout on each layer's output (training)"),
         "reg_weight": KeySpec(1e-5, float_in(0.0), "weight of both EmbLoss terms"),
         "kg_batch_size": KeySpec(None, optional(int_in(1)), "triples per TransR step "
-                                 "(null: train_batch_size, as RecBole)"),
+                                 "(null: the step's batch, train_batch_size x processes)"),
     }
 
     def __init__(self, graph: GraphData, config: Mapping[str, Any]):
@@ -154,8 +170,9 @@ class KGAT(Recommender):
         self.mess_dropout = float(cfg["mess_dropout"])
         self.reg_weight = float(cfg["reg_weight"])
         batch = cfg["kg_batch_size"]
-        self.kg_batch_size = int(batch if batch is not None
-                                 else config.get("train_batch_size", 2048))
+        if batch is None:  # the step's whole batch: train_batch_size on each of the processes
+            batch = int(config.get("train_batch_size", 2048)) * _world_size()
+        self.kg_batch_size = int(batch)
 
         self.ckg = CollaborativeKG(graph)
         n_rel = self.ckg.n_relation_rows
