@@ -158,6 +158,10 @@ def test_message_dropout_replayed_in_the_reference(monkeypatch):
         spy(patch, dropout_module, "keep_mask", lambda m: masks.append(m.clone()))
         terms = model(*BATCH)
     assert len(masks) == 2 and 0 < float(torch.cat([m.flatten() for m in masks]).mean()) < 1
+    n_nodes, n_scored = model.ckg.n_nodes, model.n_users + model.n_items
+    assert masks[0].shape == (n_nodes, 5) and masks[1].shape == (n_scored, 3)
+    # the last layer is computed for the scored rows alone: the others' mask is immaterial
+    masks[1] = torch.cat([masks[1], torch.ones(n_nodes - n_scored, 3, dtype=masks[1].dtype)])
     rp = reference_params(model)
     final = ref.embeddings(ref.initial_attention(kgat_graph()), rp, "bi", masks, 0.4)
     ref_terms = ref.cf_losses(final, model.n_users, *BATCH, reg_weight=model.reg_weight)

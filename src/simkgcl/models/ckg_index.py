@@ -73,8 +73,15 @@ class CollaborativeKG(nn.Module):
         cell_keys, edge_cells = torch.unique(src * self.n_nodes + dst, return_inverse=True)
         self.n_cells = int(cell_keys.numel())
         cell_rows = cell_keys // self.n_nodes
-        self.adjacency = SparsePattern(cell_rows, cell_keys % self.n_nodes,
-                                       (self.n_nodes, self.n_nodes))
+        cell_cols = cell_keys % self.n_nodes
+        self.adjacency = SparsePattern(cell_rows, cell_cols, (self.n_nodes, self.n_nodes))
+        # the rows that are scored (users, then items: a prefix of the nodes) and their cells,
+        # a prefix of the row-sorted cells: the last layer is only needed there
+        self.n_scored = n_users + graph.n_items
+        self.n_scored_cells = int((cell_rows < self.n_scored).sum())
+        k = self.n_scored_cells
+        self.scored_adjacency = SparsePattern(cell_rows[:k], cell_cols[:k],
+                                              (self.n_scored, self.n_nodes))
         self.groups = RelationGroups(src, rel, dst)
         self.register_buffer("edge_cells", edge_cells, persistent=False)
         self.register_buffer("cell_rows", cell_rows, persistent=False)

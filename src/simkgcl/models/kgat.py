@@ -245,16 +245,29 @@ class KGAT(Recommender):
     # ------------------------------------------------------------------ propagation
 
     def propagate(self) -> Tensor:
-        """Final rows of every node (``N x (d + sum(layers))``); dropout when training."""
+        """Final rows of the users, then the items (``(U + I) x (d + sum(layers))``); dropout
+        when training.
+
+        Only these rows are ever scored, so the last layer is computed for them alone (their
+        rows of ``A``; every layer before it needs every node): the same values, about
+        ``N / (U + I)`` times fewer rows in the last layer (13x on ml-100k, 2x on lastfm-kg)
+        and its dropout mask drawn for them alone.
+        """
+        ckg = self.ckg
+        n = ckg.n_scored
         ego = torch.cat([self.user_embedding.weight, self.entity_embedding.weight])
         values = self.attention_values
-        rows = [ego]
-        for layer in self.aggregator_layers:
-            side = self.ckg.adjacency.matmul(values, ego)
-            ego = layer(ego, side)
+        rows = [ego[:n]]
+        last = len(self.aggregator_layers) - 1
+        for depth, layer in enumerate(self.aggregator_layers):
+            if depth == last:
+                side = ckg.scored_adjacency.matmul(values[: ckg.n_scored_cells], ego)
+                ego = layer(ego[:n], side)
+            else:
+                ego = layer(ego, ckg.adjacency.matmul(values, ego))
             if self.training:
                 ego = scaled_dropout(ego, self.mess_dropout)
-            rows.append(l2_normalize_rows(ego))
+            rows.append(l2_normalize_rows(ego[:n]))
         return torch.cat(rows, dim=1)
 
     def forward(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> dict[str, Tensor]:
@@ -273,4 +286,4 @@ class KGAT(Recommender):
 
     def final_embeddings(self) -> tuple[Tensor, Tensor]:
         final = self.propagate()
-        return final[: self.n_users], final[self.n_users : self.n_users + self.n_items]
+        return final[: self.n_users], final[self.n_users :]
