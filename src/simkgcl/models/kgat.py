@@ -62,7 +62,11 @@ Departures (numerics and randomness only): initialisation is RecBole's Xavier-no
 table shapes (one [PAD] row more in the user, entity and relation tables: std
 ``sqrt(2 / (rows + 1 + cols))``; linear layers Xavier-normal, bias 0), drawn from the torch RNG;
 KG batches are shuffled and corrupted from the epoch's generator (RecBole: its own numpy
-streams); message dropout masks are 16-bit draws (:func:`~simkgcl.models.ops.keep_mask`).
+streams); message dropout masks are 16-bit draws (:func:`~simkgcl.models.ops.keep_mask`), the
+last layer's for the scored rows only (users and items: the only rows that layer is computed
+for, see :meth:`KGAT.propagate`). Under DDP a TransR batch is the step's global batch
+(``train_batch_size`` x processes) and every process runs the same TransR steps. With
+``epochs: 1`` no TransR step runs (RecBole's epoch 0 ends with a TransR pass, before it validates).
 ``A`` is saved with the weights, so the best epoch is tested with the attention it was
 validated with (RecBole keeps ``A_in`` out of its checkpoints: its test of the best weights
 runs on the last epoch's attention).
