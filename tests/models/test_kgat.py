@@ -291,3 +291,27 @@ def test_transr_operators_match_row_by_row_products():
         w = projections[edge_rel[e]].view(3, 2)
         pi = (table[tails[e]] @ w) @ torch.tanh(table[heads[e]] @ w + vectors[edge_rel[e]])
         assert float(logits[j]) == pytest.approx(float(pi), abs=1e-12)
+
+
+def test_a_resumed_run_continues_exactly(tmp_path):
+    """Stopped after epoch 1 and resumed: the same epochs, losses, validations and test as an
+    uninterrupted run; and the best checkpoint, reloaded, scores the test as the run did (the
+    attention A it was validated with is saved with it)."""
+    from simkgcl.training.run import evaluate_run, resume_run, train
+    from tests.training.engine_fixtures import make_tiny_data
+
+    values = {"model": "kgat", "show_progress": False, "topk": [5, 10],
+              "valid_metric": "NDCG@10", "device": "cpu", "embedding_size": 8,
+              "kg_embedding_size": 4, "layers": [8, 4], "train_batch_size": 64,
+              "learning_rate": 0.01, "stopping_step": 100, "threads": 1}
+    data = make_tiny_data()
+    whole = train(Config({**values, "epochs": 4, "checkpoint_dir": str(tmp_path / "a")}),
+                  data=data)
+    first = train(Config({**values, "epochs": 2, "checkpoint_dir": str(tmp_path / "b")}),
+                  data=data)
+    resumed = resume_run(first.run_dir, ["epochs=4"], data=data)
+    keep = ("epoch", "losses", "valid")
+    assert ([{k: r[k] for k in keep} for r in resumed.history]
+            == [{k: r[k] for k in keep} for r in whole.history])
+    assert resumed.test == whole.test
+    assert evaluate_run(whole.run_dir, data=data) == whole.test
