@@ -146,7 +146,7 @@ def test_valid_metric_must_use_a_computed_k() -> None:
 
 def test_unknown_model_lists_the_models() -> None:
     with pytest.raises(ConfigError, match="bpr | lightgcn | simkgcl"):
-        Config(model="kgat")
+        Config(model="no-such-model")
 
 
 def test_saved_config_round_trips(tmp_path: Path) -> None:

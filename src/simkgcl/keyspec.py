@@ -107,6 +107,22 @@ def float_in(lo: float | None = None, hi: float | None = None, *, lo_open: bool 
     return check
 
 
+def int_list(lo: int | None = None, *, min_length: int = 1) -> Validator:
+    """A list of integers (each ``>= lo``), at least ``min_length`` long (e.g. layer widths)."""
+    allowed = f"a list of at least {min_length} integer(s)" + _range_text(lo, None)
+
+    @allows(allowed)
+    def check(key: str, value: Any) -> list[int]:
+        if not isinstance(value, (list, tuple)) or len(value) < min_length:
+            raise fail(key, value, allowed)
+        out = [as_int(key, v, allowed) for v in value]
+        if lo is not None and any(v < lo for v in out):
+            raise fail(key, value, allowed)
+        return out
+
+    return check
+
+
 def _range_text(lo: float | None, hi: float | None, lo_open: bool = False,
                 hi_open: bool = False) -> str:
     if lo is None and hi is None:

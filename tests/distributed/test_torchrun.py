@@ -148,6 +148,22 @@ def test_simkgcl_under_two_processes_trains_exactly_like_one(tmp_path: Path) -> 
     assert single.history[-1]["valid"]["NDCG@20"] > single.history[0]["valid"]["NDCG@20"]
 
 
+def test_kgat_under_two_processes_trains_like_one(tmp_path: Path) -> None:
+    """KGAT's TransR tables are trained by its extra steps only, on every rank alike: kept out
+    of DDP, they must neither break the all-reduce nor drift; the TransR batch is the step's."""
+    settings = [*SIMKGCL_SETTINGS, "kg_embedding_size=8", "layers=[16]"]
+    _, run = _train_under_torchrun(tmp_path / "ddp", "kgat", settings)
+    single = train(Config(model="kgat", checkpoint_dir=str(tmp_path / "single"), overrides=[
+        *settings, f"train_batch_size={WORLD * PER_RANK_BATCH}"]))
+    ddp_history = RunFolder(run).read_history()
+    assert [set(e["losses"]) for e in ddp_history] == [{"bpr", "reg"}] + 2 * [
+        {"bpr", "reg", "kg", "kg_reg"}]
+    for ddp_epoch, one_epoch in zip(ddp_history, single.history, strict=True):
+        assert ddp_epoch["losses"] == one_epoch["losses"], ddp_epoch["epoch"]
+        # the evaluator's per-rank users sum in another order: last-bit differences
+        assert ddp_epoch["valid"] == pytest.approx(one_epoch["valid"], rel=1e-12, abs=0)
+
+
 def test_an_error_on_one_rank_ends_the_job_without_hanging(tmp_path: Path) -> None:
     # rank 1 raises in its epoch-1 callback while rank 0 goes on into the next epoch's
     # collectives: the job must fail promptly (not wait for a peer forever)

@@ -34,6 +34,10 @@ BATCH = ([0, 2, 2, 4, 1], [0, 3, 5, 1, 2], [4, 1, 0, 2, 5])
     ("kgcl", {"embedding_size": 8, "gat_dropout": 0.0, "graph_drop_rate": 0.0}),
     ("kgcl", {"embedding_size": 8, "gat_dropout": 0.0, "graph_drop_rate": 0.0,
               "ui_augmentation": "random"}),
+    ("kgat", {"embedding_size": 8, "kg_embedding_size": 4, "layers": [8, 4],
+              "mess_dropout": 0.0}),
+    ("kgat", {"embedding_size": 8, "kg_embedding_size": 4, "aggregator_type": "graphsage",
+              "mess_dropout": 0.0}),
 ])
 def test_losses_gradients_and_embeddings_match_cpu(name, config):
     torch.manual_seed(3)
@@ -83,3 +87,24 @@ def test_models_build_from_a_graph_already_on_the_device():
         model.on_epoch_start(0, torch.Generator().manual_seed(1))
         batch = [torch.tensor(b, device="cuda") for b in BATCH]
         assert all(torch.isfinite(t) for t in model(*batch).values())
+
+
+def test_kgat_attention_update_and_transr_step_match_cpu():
+    """KGAT's epoch-1 path on the device: the TransR step, then the attention update (at the
+    first training forward) and the propagation on it."""
+    torch.manual_seed(3)
+    config = {"embedding_size": 8, "kg_embedding_size": 4, "mess_dropout": 0.0}
+    cpu = get_model_class("kgat")(toy_graph(), config).double()
+    gpu = copy.deepcopy(cpu).cuda()
+    for model in (cpu, gpu):
+        model.on_epoch_start(1, torch.Generator().manual_seed(1))
+    (cpu_step,), (gpu_step,) = cpu.extra_steps(), gpu.extra_steps()
+    cpu_kg, gpu_kg = cpu_step(), gpu_step()
+    for key in cpu_kg:
+        torch.testing.assert_close(gpu_kg[key].cpu(), cpu_kg[key], rtol=1e-6, atol=1e-8)
+    batch = [torch.tensor(b) for b in BATCH]
+    cpu_terms, gpu_terms = cpu(*batch), gpu(*(b.cuda() for b in batch))
+    torch.testing.assert_close(gpu.attention_values.cpu(), cpu.attention_values, rtol=1e-6,
+                               atol=1e-8)
+    for key in cpu_terms:
+        torch.testing.assert_close(gpu_terms[key].cpu(), cpu_terms[key], rtol=1e-6, atol=1e-8)

@@ -10,6 +10,7 @@ from simkgcl.models.base import Recommender
 # registry key -> (module, class name)
 _MODELS: dict[str, tuple[str, str]] = {
     "bpr": ("simkgcl.models.bpr", "BPR"),
+    "kgat": ("simkgcl.models.kgat", "KGAT"),
     "kgin": ("simkgcl.models.kgin", "KGIN"),
     "lightgcn": ("simkgcl.models.lightgcn", "LightGCN"),
     "pop": ("simkgcl.models.pop", "Pop"),

@@ -177,6 +177,14 @@ class KGIndex(nn.Module):
 # for its attention encoder and per-head triple lists for its TransE batches.
 
 
+def sorted_contains(known: Tensor, keys: Tensor) -> Tensor:
+    """Whether each of ``keys`` is in ``known`` (sorted, same device)."""
+    if known.numel() == 0:
+        return torch.zeros_like(keys, dtype=torch.bool)
+    where = torch.searchsorted(known, keys).clamp_max_(known.numel() - 1)
+    return known[where] == keys
+
+
 def first_occurrences(graph: GraphData) -> Tensor:
     """Indices of the graph's distinct triples (first occurrence of each), in file order."""
     heads, rels, tails = graph.kg_heads.long(), graph.kg_relations.long(), graph.kg_tails.long()
@@ -263,11 +271,7 @@ class ItemTriples(nn.Module):
     def is_triple(self, heads: Tensor, relations: Tensor, tails: Tensor) -> Tensor:
         """Whether each ``(h, r, t)`` is one of the kept triples (on the CPU)."""
         keys = (heads * self.n_relations + relations) * self.n_entities + tails
-        known = self.triple_keys.cpu()
-        if known.numel() == 0:
-            return torch.zeros_like(keys, dtype=torch.bool)
-        where = torch.searchsorted(known, keys).clamp_max_(known.numel() - 1)
-        return known[where] == keys
+        return sorted_contains(self.triple_keys.cpu(), keys)
 
     def transe_batches(
         self, batch_size: int, generator: torch.Generator, max_rounds: int = 10_000

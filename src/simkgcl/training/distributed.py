@@ -175,7 +175,10 @@ def data_parallel(model: nn.Module, device: torch.device, group: ProcessGroup) -
     """``model`` wrapped in DDP when there are several processes (``model`` itself otherwise).
 
     Buffers are the graph's index structures, built identically on every rank: they are not
-    broadcast before every forward.
+    broadcast before every forward. Parameters that only a model's extra steps train (named in
+    its ``ddp_ignored_parameters``; KGAT's TransR tables), computed identically on every rank,
+    are left out of DDP: never all-reduced, so their gradients stay None in the batches' steps
+    (``find_unused_parameters`` would not do: the extra steps' backward marks them as used).
     """
     if not group.distributed or not any(p.requires_grad for p in model.parameters()):
         return model  # nothing to synchronise (e.g. the pop model)
@@ -183,6 +186,9 @@ def data_parallel(model: nn.Module, device: torch.device, group: ProcessGroup) -
     no_buffer_sync: dict[str, Any] = ({"forward_sync_buffers": False}
                                       if "forward_sync_buffers" in inspect.signature(ddp).parameters
                                       else {"broadcast_buffers": False})
+    ignored = list(getattr(model, "ddp_ignored_parameters", ()))
+    if ignored:
+        ddp._set_params_and_buffers_to_ignore_for_model(model, ignored)
     return ddp(model, device_ids=[device.index] if device.type == "cuda" else None,
                **no_buffer_sync)
 

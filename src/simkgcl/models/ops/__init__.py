@@ -20,7 +20,8 @@ One idea per module, its formula in the module docstring:
 * :mod:`~.relational_aggregation` — ``sum a (x_t * w_r)`` per head, interaction rows alongside;
   the users' scales ``1 + softmax(u K^T) V``.
 * :mod:`~.precision` — operators run in at least float32.
-* :mod:`~.translation` — TransE's BPR loss on (head, relation, true tail, corrupted tail) rows.
+* :mod:`~.translation` — TransE's BPR loss on (head, relation, true tail, corrupted tail) rows;
+  TransR's projections, distances and attention logits per relation (KGAT).
 """
 
 from simkgcl.models.ops.adjacency import (
@@ -29,7 +30,13 @@ from simkgcl.models.ops.adjacency import (
     normalized_adjacency,
     unique_interactions,
 )
-from simkgcl.models.ops.dropout import keep_mask, kept_subset, sampled_subset, sparse_dropout
+from simkgcl.models.ops.dropout import (
+    keep_mask,
+    kept_subset,
+    sampled_subset,
+    scaled_dropout,
+    sparse_dropout,
+)
 from simkgcl.models.ops.grace import grace_loss
 from simkgcl.models.ops.independence import INDEPENDENCE_KINDS, independence_loss
 from simkgcl.models.ops.info_nce import info_nce
@@ -46,11 +53,18 @@ from simkgcl.models.ops.relational_aggregation import (
 )
 from simkgcl.models.ops.segment import segment_mean_weights, segment_softmax
 from simkgcl.models.ops.sparse import SparsePattern
-from simkgcl.models.ops.translation import transe_bpr_loss
+from simkgcl.models.ops.translation import (
+    RelationGroups,
+    transe_bpr_loss,
+    translation_distance,
+    transr_attention_logits,
+    transr_project,
+)
 
 __all__ = [
     "INDEPENDENCE_KINDS",
     "Graph",
+    "RelationGroups",
     "SparsePattern",
     "TripleFactors",
     "add_sign_aligned",
@@ -71,11 +85,15 @@ __all__ = [
     "random_directions",
     "relational_aggregate",
     "sampled_subset",
+    "scaled_dropout",
     "segment_mean_weights",
     "segment_softmax",
     "sparse_dropout",
     "to_at_least_float32",
     "transe_bpr_loss",
+    "transr_attention_logits",
+    "transr_project",
+    "translation_distance",
     "unique_interactions",
     "user_attention_scale",
     "user_relation_scale",

@@ -5,6 +5,8 @@
   ``rate`` is then exact to 2^-16: 0.1 -> 0.100006), and the comparison is done in floating
   point: boolean masks take slow, unvectorised paths in CPU kernels (mixed float x bool
   multiplies measured 1.25 ms vs 0.03 ms per lastfm-kg batch). Elsewhere ``torch.rand``.
+* :func:`scaled_dropout` — ``nn.Dropout`` in training mode: kept entries scaled by
+  ``1 / (1 - rate)`` (masks from :func:`keep_mask`).
 * :func:`sparse_dropout` — dropout of a sparse matrix's entry values, kept ones scaled by
   ``1 / (1 - rate)`` (RecBole's ``SparseDropout``: edge dropout on a normalised graph).
 * :func:`kept_subset` — exactly ``int(n (1 - rate))`` of ``n`` entries kept, uniformly at random
@@ -31,6 +33,14 @@ def keep_mask(
     words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
     lanes = words.view(torch.int16)[:n].view(shape)  # uniform on [-32768, 32767]
     return lanes.to(dtype).ge_(round(rate * 65536) - 32768)
+
+
+def scaled_dropout(x: Tensor, rate: float) -> Tensor:
+    """``x`` with a share ``rate`` of its entries zeroed, the rest scaled by ``1 / (1 - rate)``."""
+    if rate == 0.0:
+        return x
+    mask = keep_mask(x.shape, rate, x.dtype, x.device)
+    return x * mask.mul_(1.0 / (1.0 - rate))
 
 
 def sparse_dropout(values: Tensor, rate: float) -> Tensor:
