@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from simkgcl.cli.options import add_json_option, positive_int
 from simkgcl.errors import ConfigError
@@ -35,9 +36,13 @@ def _port(text: str) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     rec = sub.add_parser("recommend", help="top-k items for one user",
-                         description="Print the top-k items (original ids) for one user.")
+                         description="Print the top-k items (original ids) for one user, or "
+                                     "for a new user given as a list of items (fold-in).")
     rec.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (or its artifact/)")
-    rec.add_argument("--user", required=True, metavar="TOKEN", help="original user id")
+    who = rec.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="TOKEN", help="original user id")
+    who.add_argument("--items", metavar="I1,I2,...",
+                     help="item ids of a user the model never saw (comma-separated): fold-in")
     rec.add_argument("--k", type=positive_int, default=20, help="how many items (default 20)")
     rec.add_argument("--include-seen", action="store_true",
                      help="also rank the user's training items (left out by default)")
@@ -78,19 +83,47 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from simkgcl.serving.recommend import RecommendationService
 
     service = RecommendationService.from_run_dir(args.run_dir)
+    if args.items is not None:
+        return _recommend_for_items(service, args)
     items = service.recommend(args.user, args.k, include_seen=args.include_seen)
     if args.json:
         json.dump({"user": args.user, "k": args.k, "include_seen": args.include_seen,
                    "items": [s.as_dict() for s in items]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
+    _print_items(items)
+    if len(items) < args.k:
+        print(f"(only {len(items)} unseen items for user {args.user})", file=sys.stderr)
+    return 0
+
+
+def _recommend_for_items(service: Any, args: argparse.Namespace) -> int:
+    from simkgcl.serving.foldin import recommend_for_items
+
+    tokens = [t.strip() for t in args.items.split(",") if t.strip()]
+    user, items = recommend_for_items(service, tokens, args.k, include_given=args.include_seen)
+    if user.unknown:
+        print(f"warning: {len(user.unknown)} unknown items ignored: "
+              f"{', '.join(user.unknown[:5])}{' ...' if len(user.unknown) > 5 else ''}",
+              file=sys.stderr)
+    if args.json:
+        json.dump({"items_given": len(tokens), "items_known": len(user.item_ids),
+                   "unknown_items": user.unknown, "fold_in": user.method, "k": args.k,
+                   "include_seen": args.include_seen, "items": [s.as_dict() for s in items]},
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(f"(new user from {len(user.item_ids)} known items, fold-in: {user.method})",
+          file=sys.stderr)
+    _print_items(items)
+    return 0
+
+
+def _print_items(items: list[Any]) -> None:
     width = max([len("item")] + [len(s.item) for s in items])
     print(f"{'rank':>4}  {'item':<{width}}  score")
     for s in items:
         print(f"{s.rank:>4}  {s.item:<{width}}  {s.score:.6g}")
-    if len(items) < args.k:
-        print(f"(only {len(items)} unseen items for user {args.user})", file=sys.stderr)
-    return 0
 
 
 class _Terminated(BaseException):

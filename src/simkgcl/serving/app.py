@@ -33,6 +33,7 @@ from typing import Annotated, Any
 
 from simkgcl import __version__
 from simkgcl.errors import ConfigError, NotFoundError
+from simkgcl.serving.app_extras import register_extra_routes
 from simkgcl.serving.limits import SCORE_CHUNK_USERS, BodySizeLimit, ServingLimits
 from simkgcl.serving.recommend import RecommendationService, ScoredItem
 
@@ -276,6 +277,8 @@ def create_app(service: RecommendationService, *, limits: ServingLimits | None =
 
         return await off_loop(work)
 
+    register_extra_routes(app, service, limits=limits, off_loop=off_loop, errors=errors,
+                          item_model=ItemScore, json_integer=_json_integer, render=_json_bytes)
     return app
 
 

@@ -2,11 +2,14 @@
 
 The service keeps the embeddings in memory once; each call scores only the requested users
 (``batch x n_items``), never the full ``users x items`` matrix, so the same code serves a single
-HTTP request and a 70k-user export.
+HTTP request and a 70k-user export. With an approximate index (``index=``, see
+:mod:`simkgcl.serving.index`) the top-k comes from the index instead, seen items still left out
+exactly.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,8 @@ from torch import Tensor
 
 from simkgcl.artifact import Artifact, load_artifact
 from simkgcl.errors import ConfigError, NotFoundError, quoted
+from simkgcl.serving.foldin import FoldIn
+from simkgcl.serving.index import ItemIndex, top_k_excluding
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,9 @@ class RecommendationService:
     similarity is cosine over item embeddings. Tokens in, tokens out.
     """
 
-    def __init__(self, artifact: Artifact):
+    def __init__(self, artifact: Artifact, index: ItemIndex | None = None):
         self.artifact = artifact
+        self.index = index  # None: exact scoring of every item
         self._user_ids = {tok: i for i, tok in enumerate(artifact.user_tokens)}
         self._item_ids = {tok: i for i, tok in enumerate(artifact.item_tokens)}
         self._item_token_array = np.asarray(artifact.item_tokens, dtype=object)
@@ -62,8 +68,14 @@ class RecommendationService:
         self._item_unit = F.normalize(artifact.item_embeddings, dim=1)
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | Path) -> RecommendationService:
-        return cls(load_artifact(run_dir))
+    def from_run_dir(cls, run_dir: str | Path, index: str = "exact") -> RecommendationService:
+        """Load a run's artifact; ``index`` = exact | hnsw | ivf (built over the item rows)."""
+        artifact = load_artifact(run_dir)
+        if index == "exact":
+            return cls(artifact)
+        from simkgcl.serving.index import build_index
+
+        return cls(artifact, build_index(artifact.item_embeddings, index))
 
     @property
     def n_users(self) -> int:
@@ -126,6 +138,10 @@ class RecommendationService:
         """Top-k for internal user ids: one ``batch x n_items`` matmul and one top-k."""
         k = self.check_k(k)
         users = torch.as_tensor(np.asarray(user_ids, dtype=np.int64))
+        if self.index is not None:
+            seen = [np.empty(0, dtype=np.int64) if include_seen
+                    else self.artifact.seen_items(int(u)).numpy() for u in users]
+            return self.top_k_rows(self._user_emb[users], k, seen)
         scores = self._user_emb[users] @ self._item_emb_t
         if not include_seen:
             self._mask_seen(scores, users)
@@ -133,6 +149,25 @@ class RecommendationService:
         valid = top_scores != float("-inf")  # -inf marks a masked (seen) item
         return TopK(items=top_items.numpy(), scores=top_scores.numpy(),
                     counts=valid.sum(dim=1).numpy().astype(np.int64))
+
+    def top_k_rows(self, rows: Tensor, k: int, exclude: Sequence[np.ndarray]) -> TopK:
+        """Top-k for query rows that are not trained users' (e.g. folded-in users), through the
+        index (exact when there is none), ``exclude[r]`` left out exactly."""
+        items, scores, counts = top_k_excluding(self.index or self._exact, rows, k, exclude)
+        return TopK(items=items, scores=scores, counts=counts)
+
+    @functools.cached_property
+    def fold_in(self) -> FoldIn:
+        """Builds rows for users the model never saw (:mod:`simkgcl.serving.foldin`)."""
+        return FoldIn(self.artifact)
+
+    @property
+    def _exact(self) -> ItemIndex:
+        return ItemIndex.over_transposed(self._item_emb_t)
+
+    def scored(self, top: TopK, row: int) -> list[ScoredItem]:
+        """Row ``row`` of ``top`` as ranked items in original tokens."""
+        return self._to_scored(top.items[row], top.scores[row], int(top.counts[row]))
 
     def _to_scored(self, items: np.ndarray, scores: np.ndarray, count: int) -> list[ScoredItem]:
         tokens = self._item_token_array[items[:count]]
