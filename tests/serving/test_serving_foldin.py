@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from simkgcl.artifact import load_artifact, save_artifact
-from simkgcl.errors import NotFoundError
+from simkgcl.errors import ConfigError, NotFoundError
 from simkgcl.models.bpr import BPR
 from simkgcl.models.lightgcn import LightGCN
 from simkgcl.models.simgcl import SimGCL
@@ -98,8 +98,8 @@ def test_least_squares_fold_in_solves_its_objective(tmp_path: Path) -> None:
     graph = toy_graph()
     torch.manual_seed(3)
     service = _save(tmp_path, BPR(graph, {"embedding_size": 4}), graph)
-    fold = service.fold_in
-    assert fold.method == "least_squares"
+    assert service.fold_in.method == "mean"
+    fold = FoldIn(service.artifact, "least_squares")
     items = service.artifact.item_embeddings.numpy().astype(np.float64)
     row = fold.user(["it2", "it5", "it2"]).row.numpy()
     expected = _lstsq_row(items, [2, 5])
@@ -119,6 +119,8 @@ def test_unknown_items_are_reported_and_fatal_only_if_all_unknown(tmp_path: Path
     assert {s.item for s in with_given} == set(ITEM_TOKENS)
     with pytest.raises(NotFoundError, match="none of the 2 items"):
         FoldIn(service.artifact).user(["x", "y", "x"])
+    with pytest.raises(ConfigError, match="not available"):
+        FoldIn(load_artifact(tmp_path), "nonsense")
 
 
 def _lstsq_row(items: np.ndarray, history: list[int]) -> np.ndarray:
@@ -144,8 +146,8 @@ def test_cli_recommend_for_items(toy_run) -> None:
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
     assert payload["unknown_items"] == ["not-an-item"] and payload["items_known"] == 2
-    assert payload["fold_in"] == "least_squares"
-    row = _lstsq_row(toy_run.item_emb.astype(np.float64), [3, 10])
+    assert payload["fold_in"] == "mean"
+    row = (toy_run.item_emb[3].astype(np.float64) + toy_run.item_emb[10]) / 2
     scores = toy_run.item_emb.astype(np.float64) @ row
     order = [i for i in np.argsort(-scores, kind="stable") if i not in (3, 10)][:5]
     assert [r["item"] for r in payload["items"]] == [toy_run.item_tokens[i] for i in order]
@@ -174,8 +176,7 @@ def test_http_for_items(toy_run) -> None:
     resp = asyncio.run(post({"items": given, "k": 4}))
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    scores = toy_run.item_emb.astype(np.float64) @ _lstsq_row(
-        toy_run.item_emb.astype(np.float64), [1, 7])
+    scores = toy_run.item_emb.astype(np.float64) @ (toy_run.item_emb[1] + toy_run.item_emb[7])
     order = [i for i in np.argsort(-scores, kind="stable") if i not in (1, 7)][:4]
     assert [r["item"] for r in body["items"]] == [toy_run.item_tokens[i] for i in order]
     assert body["unknown_items"] == ["??"] and body["items_known"] == 2

@@ -42,7 +42,7 @@ def register_extra_routes(app: Any, service: RecommendationService, *, limits: S
 
     class ForItemsResponse(BaseModel):
         k: int
-        fold_in: str = Field(description="propagation | least_squares (see the README)")
+        fold_in: str = Field(description="propagation | mean (see the README)")
         items_known: int
         unknown_items: list[str] = Field(description=f"unknown item ids (first {UNKNOWN_SHOWN})")
         items: list[item_model]  # type: ignore[valid-type]
