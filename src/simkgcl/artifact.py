@@ -96,13 +96,18 @@ class Artifact:
         return torch.bincount(pairs % self.n_items, minlength=self.n_items)
 
 
-def _check_tokens(tokens: object, key: str, where: Path) -> list[str]:
+def _check_token_list(tokens: object, key: str, where: Path) -> list[str]:
     if not isinstance(tokens, list):
         raise ArtifactError(f"{where}: {key} must be a list of strings, got {type(tokens).__name__}")
     for position, token in enumerate(tokens):
         if not isinstance(token, str):
             raise ArtifactError(f"{where}: {key} must be a list of strings (entry {position} is "
                                 f"{quoted(token)})")
+    return tokens
+
+
+def _check_tokens(tokens: object, key: str, where: Path) -> list[str]:
+    tokens = _check_token_list(tokens, key, where)
     if not tokens:
         raise ArtifactError(f"{where}: {key} is empty")
     if len(set(tokens)) != len(tokens):  # the token -> id map would be ambiguous
@@ -205,10 +210,11 @@ def _check_extras(meta: dict[str, Any], tensors: Mapping[str, Tensor], meta_path
             raise ArtifactError(f"{tensor_path}: {key!r} is not a tensor")
     triples = tensors.get("kg_triples")
     if triples is not None:
-        entities = _check_tokens(meta.get("entity_tokens"), "entity_tokens", meta_path) \
+        # entity tokens need not be unique: an item without a linked entity has token ''
+        entities = _check_token_list(meta.get("entity_tokens"), "entity_tokens", meta_path) \
             if "entity_tokens" in meta else None
-        relations = _check_tokens(meta.get("relation_tokens"), "relation_tokens", meta_path) \
-            if "relation_tokens" in meta else None
+        relations = _check_token_list(meta.get("relation_tokens"), "relation_tokens",
+                                      meta_path) if "relation_tokens" in meta else None
         if entities is None or relations is None:
             raise ArtifactError(f"{meta_path}: kg_triples needs entity_tokens and relation_tokens")
         n_items = len(meta["item_tokens"])

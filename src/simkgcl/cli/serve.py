@@ -46,8 +46,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("--k", type=positive_int, default=20, help="how many items (default 20)")
     rec.add_argument("--include-seen", action="store_true",
                      help="also rank the user's training items (left out by default)")
+    rec.add_argument("--explain", action="store_true",
+                     help="with each item, the KG paths to the user's history items")
+    rec.add_argument("--max-paths", type=positive_int, default=3, metavar="N",
+                     help="KG paths per item with --explain (default 3)")
     add_json_option(rec, "the items")
     rec.set_defaults(func=cmd_recommend)
+
+    why = sub.add_parser("explain", help="KG paths between an item and a user's history",
+                         description="Why this item for this user? The knowledge-graph paths "
+                                     "(up to two entities long) between the item and the user's "
+                                     "training items, most relevant history item first.")
+    why.add_argument("run_dir", metavar="RUN_DIR")
+    why.add_argument("--user", required=True, metavar="TOKEN", help="original user id")
+    why.add_argument("--item", required=True, metavar="TOKEN", help="original item id")
+    why.add_argument("--max-paths", type=positive_int, default=3, metavar="N",
+                     help="most paths shown (default 3)")
+    add_json_option(why, "the explanation")
+    why.set_defaults(func=cmd_explain)
 
     exp = sub.add_parser("export", help="top-k for every user to CSV or Parquet",
                          description="Write top-k for every (or each listed) user in long format "
@@ -86,12 +102,15 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.items is not None:
         return _recommend_for_items(service, args)
     items = service.recommend(args.user, args.k, include_seen=args.include_seen)
+    history = service.artifact.seen_items(service.user_id(args.user)).numpy()
+    explained = _explanations(service, history, items, args)
     if args.json:
+        rows = explained or [s.as_dict() for s in items]
         json.dump({"user": args.user, "k": args.k, "include_seen": args.include_seen,
-                   "items": [s.as_dict() for s in items]}, sys.stdout, indent=2)
+                   "items": rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    _print_items(items)
+    _print_items(items, explained)
     if len(items) < args.k:
         print(f"(only {len(items)} unseen items for user {args.user})", file=sys.stderr)
     return 0
@@ -102,6 +121,7 @@ def _recommend_for_items(service: Any, args: argparse.Namespace) -> int:
 
     tokens = [t.strip() for t in args.items.split(",") if t.strip()]
     user, items = recommend_for_items(service, tokens, args.k, include_given=args.include_seen)
+    explained = _explanations(service, user.item_ids, items, args)
     if user.unknown:
         print(f"warning: {len(user.unknown)} unknown items ignored: "
               f"{', '.join(user.unknown[:5])}{' ...' if len(user.unknown) > 5 else ''}",
@@ -109,21 +129,55 @@ def _recommend_for_items(service: Any, args: argparse.Namespace) -> int:
     if args.json:
         json.dump({"items_given": len(tokens), "items_known": len(user.item_ids),
                    "unknown_items": user.unknown, "fold_in": user.method, "k": args.k,
-                   "include_seen": args.include_seen, "items": [s.as_dict() for s in items]},
-                  sys.stdout, indent=2)
+                   "include_seen": args.include_seen,
+                   "items": explained or [s.as_dict() for s in items]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     print(f"(new user from {len(user.item_ids)} known items, fold-in: {user.method})",
           file=sys.stderr)
-    _print_items(items)
+    _print_items(items, explained)
     return 0
 
 
-def _print_items(items: list[Any]) -> None:
+def _explanations(service: Any, history: Any, items: list[Any],
+                  args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    """Items with their KG explanations (``--explain``), else None."""
+    if not args.explain:
+        return None
+    from simkgcl.serving.explain import explained_items
+
+    ids = [service.item_id(s.item) for s in items]
+    return explained_items(service.explainer, history, items, ids, args.max_paths)
+
+
+def _print_explanation(explanation: dict[str, Any], indent: str = "      ") -> None:
+    if not explanation["explained"]:
+        print(f"{indent}({explanation['note']})")
+    for path in explanation["paths"]:
+        print(f"{indent}{path['text']}  [relevance {path['relevance']:.3f}]")
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from simkgcl.serving.recommend import RecommendationService
+
+    service = RecommendationService.from_run_dir(args.run_dir)
+    explanation = service.explain(args.user, args.item, args.max_paths).as_dict()
+    if args.json:
+        json.dump({"user": args.user, **explanation}, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    print(f"item {args.item} for user {args.user}:")
+    _print_explanation(explanation, indent="  ")
+    return 0
+
+
+def _print_items(items: list[Any], explained: list[dict[str, Any]] | None = None) -> None:
     width = max([len("item")] + [len(s.item) for s in items])
     print(f"{'rank':>4}  {'item':<{width}}  score")
-    for s in items:
+    for row, s in enumerate(items):
         print(f"{s.rank:>4}  {s.item:<{width}}  {s.score:.6g}")
+        if explained is not None:
+            _print_explanation(explained[row]["explanation"])
 
 
 class _Terminated(BaseException):

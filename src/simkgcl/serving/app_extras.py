@@ -7,7 +7,9 @@ and worker threads (``off_loop``):
   "explain": false}``: top-k for a user built from item tokens (:mod:`simkgcl.serving.foldin`);
   unknown tokens are listed in ``unknown_items`` (at most 100), 404 only when none is known;
 * ``GET /v1/users/{user}/items/{item}/explanation`` — the KG paths between ``item`` and the
-  user's training items (:mod:`simkgcl.serving.explain`).
+  user's training items (:mod:`simkgcl.serving.explain`), ``max_paths`` at most (default 3);
+* ``explain`` (query parameter or body field) on the recommendation endpoints adds each item's
+  explanation; then users x k may not exceed ``MAX_EXPLAINED`` (422 above).
 
 No ``from __future__ import annotations``: FastAPI must see the request models as real classes.
 """
@@ -15,18 +17,73 @@ No ``from __future__ import annotations``: FastAPI must see the request models a
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+from simkgcl.errors import ConfigError
+from simkgcl.serving.explain import DEFAULT_MAX_PATHS, MAX_EXPLAINED, explained_items
 from simkgcl.serving.foldin import UNKNOWN_SHOWN, recommend_for_items
 from simkgcl.serving.limits import ServingLimits
 from simkgcl.serving.recommend import RecommendationService
+
+MAX_PATHS_LIMIT = 50  # most paths one explanation request may ask for
+
+
+def explanation_model() -> type:
+    """The pydantic model of one explanation (pydantic is imported only when serving)."""
+    from pydantic import BaseModel, Field
+
+    class Node(BaseModel):
+        kind: str = Field(description="item | entity")
+        token: str = Field(description="original id ('' for an item without a linked entity)")
+
+    class Edge(BaseModel):
+        relation: str
+        forward: bool = Field(description="the triple is (left node, relation, right node)")
+
+    class Path(BaseModel):
+        history_item: str = Field(description="the user's training item the path ends at")
+        relevance: float = Field(description="cosine of the history item and the recommended "
+                                             "item in the model's embedding space")
+        hops: int = Field(description="entities between the two items: 0, 1 or 2")
+        nodes: list[Node]
+        edges: list[Edge]
+        text: str
+
+    class Explanation(BaseModel):
+        item: str
+        explained: bool = Field(description="false: no KG path (see note)")
+        paths: list[Path]
+        note: str | None = None
+
+    return Explanation
+
+
+def check_explained(n_results: int, explain: bool) -> None:
+    """Explanations cost a graph search each: at most ``MAX_EXPLAINED`` per reply."""
+    if explain and n_results > MAX_EXPLAINED:
+        raise ConfigError(f"explain=true allows at most {MAX_EXPLAINED} explained items per "
+                          f"request (users x k), got {n_results}")
+
+
+def items_payload(service: RecommendationService, history: Any, scored: list[Any],
+                  explain: bool) -> list[dict[str, Any]]:
+    """Ranked items as JSON-ready dicts, with explanations when asked (``history``: the user's
+    internal item ids, or a user token whose training items are used)."""
+    if not explain:
+        return [s.as_dict() for s in scored]
+    if isinstance(history, str):
+        history = service.artifact.seen_items(service.user_id(history)).numpy()
+    ids = [service.item_id(s.item) for s in scored]
+    return explained_items(service.explainer, history, scored, ids)
 
 
 def register_extra_routes(app: Any, service: RecommendationService, *, limits: ServingLimits,
                           off_loop: Callable[[Callable[[], bytes]], Awaitable[Any]],
                           errors: Callable[..., dict[int | str, dict[str, Any]]],
-                          item_model: type, json_integer: Callable[[Any], Any],
+                          item_model: type, explanation: type,
+                          json_integer: Callable[[Any], Any],
                           render: Callable[[Any], bytes]) -> None:
-    """Add the fold-in and explanation routes; ``item_model`` is the app's ranked-item model."""
-    from fastapi import Response
+    """Add the fold-in and explanation routes; ``item_model`` is the app's ranked-item model,
+    ``explanation`` the model of :func:`explanation_model`."""
+    from fastapi import Path, Query, Response
     from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
     max_k = min(service.n_items, limits.max_results)
@@ -39,6 +96,8 @@ def register_extra_routes(app: Any, service: RecommendationService, *, limits: S
                                                    f"never saw; at most {max_items}")
         k: Annotated[int, BeforeValidator(json_integer)] = Field(min(20, max_k), ge=1, le=max_k)
         exclude_given: StrictBool = Field(True, description="leave out the given items")
+        explain: StrictBool = Field(False, description="add each item's KG paths to the "
+                                                       "given items")
 
     class ForItemsResponse(BaseModel):
         k: int
@@ -51,11 +110,29 @@ def register_extra_routes(app: Any, service: RecommendationService, *, limits: S
               responses=errors(400, 404, 413, 422))
     async def for_items(body: ForItemsRequest) -> Response:
         """Top-k for a new or anonymous user from a list of items, without retraining."""
+        check_explained(body.k, body.explain)
         def work() -> bytes:
             user, items = recommend_for_items(service, body.items, body.k,
                                               include_given=not body.exclude_given)
             return render({"k": body.k, "fold_in": user.method,
                            "items_known": len(user.item_ids), "unknown_items": user.unknown,
-                           "items": [s.as_dict() for s in items]})
+                           "items": items_payload(service, user.item_ids, items,
+                                                  body.explain)})
+
+        return await off_loop(work)
+
+    class UserExplanation(explanation):  # type: ignore[valid-type,misc]
+        user: str
+
+    @app.get("/v1/users/{user:path}/items/{item:path}/explanation",
+             response_model=UserExplanation, responses=errors(404, 422))
+    async def explanation_route(
+        user: str = Path(description="original user id"),
+        item: str = Path(description="original item id"),
+        max_paths: int = Query(DEFAULT_MAX_PATHS, ge=1, le=MAX_PATHS_LIMIT),
+    ) -> Response:
+        """KG paths between the item and the user's training items, most relevant first."""
+        def work() -> bytes:
+            return render({"user": user, **service.explain(user, item, max_paths).as_dict()})
 
         return await off_loop(work)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from simkgcl.artifact import Artifact, load_artifact
 from simkgcl.errors import ConfigError, NotFoundError, quoted
+from simkgcl.serving.explain import DEFAULT_MAX_PATHS, Explanation, KGExplainer
 from simkgcl.serving.foldin import FoldIn
 from simkgcl.serving.index import ItemIndex, top_k_excluding
 
@@ -160,6 +161,17 @@ class RecommendationService:
     def fold_in(self) -> FoldIn:
         """Builds rows for users the model never saw (:mod:`simkgcl.serving.foldin`)."""
         return FoldIn(self.artifact)
+
+    @functools.cached_property
+    def explainer(self) -> KGExplainer:
+        """KG paths behind recommendations (:mod:`simkgcl.serving.explain`)."""
+        return KGExplainer(self.artifact)
+
+    def explain(self, user: str, item: str, max_paths: int = DEFAULT_MAX_PATHS) -> Explanation:
+        """KG paths between ``item`` and ``user``'s training items, best first."""
+        user_id, item_id = self.user_id(user), self.item_id(item)
+        return self.explainer.explain(item_id, self.artifact.seen_items(user_id).numpy(),
+                                      max_paths)
 
     @property
     def _exact(self) -> ItemIndex:
