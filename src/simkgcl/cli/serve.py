@@ -34,6 +34,21 @@ def _port(text: str) -> int:
     return value
 
 
+def _add_index_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index", choices=["exact", "hnsw", "ivf"], default="exact",
+                        help="top-k by exact scoring of every item (default), or an approximate "
+                             "faiss index for large catalogues (pip install 'simkgcl[ann]'); "
+                             "seen items stay excluded exactly")
+
+
+def _require_index(kind: str) -> None:
+    """An approximate index needs faiss: say so before loading anything."""
+    if kind != "exact":
+        from simkgcl.serving.index import import_faiss
+
+        import_faiss()
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     rec = sub.add_parser("recommend", help="top-k items for one user",
                          description="Print the top-k items (original ids) for one user, or "
@@ -78,6 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "(default 1024)")
     exp.add_argument("--include-seen", action="store_true",
                      help="also rank users' training items (left out by default)")
+    _add_index_option(exp)
     exp.set_defaults(func=cmd_export)
 
     srv = sub.add_parser("serve", help="HTTP recommendation service (FastAPI)",
@@ -90,6 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default = getattr(ServingLimits, field)
         srv.add_argument(flag, type=positive_int, default=default, metavar="N",
                          help=f"{text} (default {default})")
+    _add_index_option(srv)
     srv.add_argument("--log-level", default="info",
                      choices=["critical", "error", "warning", "info", "debug"])
     srv.set_defaults(func=cmd_serve)
@@ -211,7 +228,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from simkgcl.serving.recommend import RecommendationService
 
     output_format(args.out)  # refuse a bad extension or target before loading anything
-    service = RecommendationService.from_run_dir(args.run_dir)
+    _require_index(args.index)
+    service = RecommendationService.from_run_dir(args.run_dir, index=args.index)
     user_ids = read_user_list(args.users, service) if args.users else None
     try:
         with _sigterm_raises():
@@ -235,10 +253,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     require_serving_deps()
     if not Path(args.run_dir).exists():
         raise ConfigError(f"{args.run_dir}: no such run folder")
-    service = RecommendationService.from_run_dir(args.run_dir)
+    _require_index(args.index)
+    service = RecommendationService.from_run_dir(args.run_dir, index=args.index)
     art = service.artifact
     print(f"serving {art.model} on {art.dataset} ({service.n_users} users, {service.n_items} "
-          f"items) at http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
+          f"items, index {args.index}) at http://{args.host}:{args.port} (docs: /docs)",
+          file=sys.stderr)
     limits = ServingLimits(**{field: getattr(args, field) for _, field, _ in _LIMIT_OPTIONS})
     serve(service, host=args.host, port=args.port, log_level=args.log_level, limits=limits)
     return 0

@@ -234,6 +234,7 @@ def create_app(service: RecommendationService, *, limits: ServingLimits | None =
             "n_users": service.n_users,
             "n_items": n_items,
             "embedding_dim": art.embedding_dim,
+            "index": service.index.describe() if service.index else {"index": "exact"},
             "test_metrics": split_test_metrics(art.metrics),
             "limits": limits.as_dict(),
         }

@@ -7,9 +7,10 @@ nearest-neighbour index answers a query by visiting a small part of the catalogu
 * ``hnsw`` — faiss ``IndexHNSWFlat`` with the inner-product metric (a layered proximity graph;
   ``M`` links per node, ``efConstruction`` candidates while building, ``efSearch`` while
   searching). No training; build time grows as ``n log n``.
-* ``ivf`` — faiss ``IndexIVFFlat`` with the inner-product metric: k-means into ``nlist`` cells
-  (trained on a seeded sample of at most ``256 x nlist`` items), a query scans the ``nprobe``
-  cells whose centroids score highest.
+* ``ivf`` — faiss ``IndexIVFFlat`` with the inner-product metric: k-means into ``nlist =
+  sqrt(n_items)`` cells (trained on a seeded sample of ``64 x nlist`` items: k-means on all of
+  a million items takes minutes), a query scans the ``nprobe = nlist / 8`` cells whose
+  centroids score highest.
 
 Neither changes the scores: both store the raw vectors (``Flat``), so every returned score is the
 exact ``u . i``; only which items are visited is approximate. Excluding a user's seen items stays
@@ -34,9 +35,9 @@ from simkgcl.errors import ConfigError
 INDEX_KINDS = ("exact", "hnsw", "ivf")
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 128
-IVF_PROBE_SHARE = 1 / 64  # nprobe = max(1, nlist * share)
-IVF_TRAIN_PER_CELL = 256
+HNSW_EF_SEARCH = 256
+IVF_PROBE_SHARE = 1 / 8  # nprobe = max(1, nlist * share)
+IVF_TRAIN_PER_CELL = 64
 
 
 def import_faiss() -> Any:
@@ -99,7 +100,7 @@ class FaissIndex(ItemIndex):
             self._params = {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION,
                             "efSearch": HNSW_EF_SEARCH}
         else:
-            nlist = max(1, min(int(4 * np.sqrt(self.n_items)), self.n_items // 39 or 1))
+            nlist = max(1, min(int(np.sqrt(self.n_items)), self.n_items // 39))
             quantizer = faiss.IndexFlatIP(self.dim)
             index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(seed)
@@ -118,6 +119,15 @@ class FaissIndex(ItemIndex):
         scores, ids = self._index.search(q, k)  # ids -1 (score -inf-ish) where fewer found
         scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
         return scores, ids.astype(np.int64)
+
+    def set_search_effort(self, effort: int) -> None:
+        """``efSearch`` (hnsw) or ``nprobe`` (ivf): more visits, higher recall, slower."""
+        if self.kind == "hnsw":
+            self._index.hnsw.efSearch = effort
+            self._params["efSearch"] = effort
+        else:
+            self._index.nprobe = effort
+            self._params["nprobe"] = effort
 
     def describe(self) -> dict[str, Any]:
         return {"index": self.kind, **self._params}
