@@ -185,3 +185,23 @@ def test_http_for_items(toy_run) -> None:
     assert asyncio.run(post({"items": [1]})).status_code == 422
     spec = app.openapi()["paths"]["/v1/recommendations/for-items"]["post"]["responses"]
     assert set(spec) == {"200", "400", "404", "413", "422"}
+
+
+@pytest.mark.parametrize("name", ["sgl", "xsimgcl"])
+def test_other_propagation_models_fold_in_exactly(tmp_path: Path, name: str) -> None:
+    from simkgcl.models.sgl import SGL
+    from simkgcl.models.xsimgcl import XSimGCL
+
+    graph = toy_graph()
+    torch.manual_seed(5)
+    model = {"sgl": SGL, "xsimgcl": XSimGCL}[name](graph, {"n_layers": 2, "embedding_size": 4})
+    if name == "sgl":  # its mean holds the user's layer 0: zero it to make the fold-in exact
+        with torch.no_grad():
+            model.user_embedding.weight.zero_()
+    service = _save(tmp_path, model, graph)
+    reference = _dense_lightgcn_users(graph, model.user_embedding.weight.detach().numpy(),
+                                      model.item_embedding.weight.detach().numpy(), 2,
+                                      name == "sgl")
+    for user in range(graph.n_users):
+        row = service.fold_in.user(_user_items(graph, user)).row.numpy()
+        np.testing.assert_allclose(row, reference[user], rtol=1e-5, atol=1e-6)
