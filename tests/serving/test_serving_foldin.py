@@ -14,7 +14,7 @@ from simkgcl.errors import ConfigError, NotFoundError
 from simkgcl.models.bpr import BPR
 from simkgcl.models.lightgcn import LightGCN
 from simkgcl.models.simgcl import SimGCL
-from simkgcl.serving.foldin import FoldIn, recommend_for_items
+from simkgcl.serving.foldin import FoldIn
 from simkgcl.serving.recommend import RecommendationService
 from tests.models.toy_graph import dense_norm_adjacency, toy_graph
 
@@ -110,12 +110,12 @@ def test_unknown_items_are_reported_and_fatal_only_if_all_unknown(tmp_path: Path
     graph = toy_graph()
     torch.manual_seed(4)
     service = _save(tmp_path, LightGCN(graph, {"n_layers": 1, "embedding_size": 4}), graph)
-    user, items = recommend_for_items(service, ["nope", "it1", "it3", "nope", "0"], k=3)
+    user, items = service.recommend_for_items(["nope", "it1", "it3", "nope", "0"], k=3)
     assert user.unknown == ["nope", "0"] and user.item_ids.tolist() == [1, 3]
     scores = service.artifact.item_embeddings.numpy() @ user.row.numpy()
     order = [i for i in np.argsort(-scores, kind="stable") if i not in (1, 3)][:3]
     assert [s.item for s in items] == [ITEM_TOKENS[i] for i in order]
-    _, with_given = recommend_for_items(service, ["it1"], k=6, include_given=True)
+    _, with_given = service.recommend_for_items(["it1"], k=6, include_given=True)
     assert {s.item for s in with_given} == set(ITEM_TOKENS)
     with pytest.raises(NotFoundError, match="none of the 2 items"):
         FoldIn(service.artifact).user(["x", "y", "x"])

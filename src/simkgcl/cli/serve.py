@@ -134,10 +134,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _recommend_for_items(service: Any, args: argparse.Namespace) -> int:
-    from simkgcl.serving.foldin import recommend_for_items
-
     tokens = [t.strip() for t in args.items.split(",") if t.strip()]
-    user, items = recommend_for_items(service, tokens, args.k, include_given=args.include_seen)
+    user, items = service.recommend_for_items(tokens, args.k,
+                                              include_given=args.include_seen)
     explained = _explanations(service, user.item_ids, items, args)
     if user.unknown:
         print(f"warning: {len(user.unknown)} unknown items ignored: "

@@ -17,6 +17,9 @@ Contract (also in the README and the OpenAPI document at ``/openapi.json``):
   422 ``invalid`` (a value out of range or of the wrong type, too many users, users x k over
   ``max_results``), 500 ``internal`` (a bug; the traceback goes to the server log only).
 
+The fold-in and explanation routes (``POST /v1/recommendations/for-items``,
+``GET /v1/users/{user}/items/{item}/explanation``) live in :mod:`simkgcl.serving.app_extras`.
+
 ``/docs`` serves Swagger UI from files shipped in the ``fastapi-offline`` package, so the docs
 work without internet access.
 

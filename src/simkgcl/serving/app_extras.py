@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 from simkgcl.errors import ConfigError
 from simkgcl.serving.explain import DEFAULT_MAX_PATHS, MAX_EXPLAINED, explained_items
-from simkgcl.serving.foldin import UNKNOWN_SHOWN, recommend_for_items
+from simkgcl.serving.foldin import UNKNOWN_SHOWN
 from simkgcl.serving.limits import ServingLimits
 from simkgcl.serving.recommend import RecommendationService
 
@@ -112,8 +112,8 @@ def register_extra_routes(app: Any, service: RecommendationService, *, limits: S
         """Top-k for a new or anonymous user from a list of items, without retraining."""
         check_explained(body.k, body.explain)
         def work() -> bytes:
-            user, items = recommend_for_items(service, body.items, body.k,
-                                              include_given=not body.exclude_given)
+            user, items = service.recommend_for_items(body.items, body.k,
+                                                      include_given=not body.exclude_given)
             return render({"k": body.k, "fold_in": user.method,
                            "items_known": len(user.item_ids), "unknown_items": user.unknown,
                            "items": items_payload(service, user.item_ids, items,

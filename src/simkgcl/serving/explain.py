@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -43,8 +43,11 @@ import torch.nn.functional as F
 
 from simkgcl.artifact import Artifact
 
-if TYPE_CHECKING:  # recommend.py imports this module
-    from simkgcl.serving.recommend import ScoredItem
+
+class Ranked(Protocol):
+    """A ranked item (:class:`simkgcl.serving.recommend.ScoredItem`)."""
+
+    def as_dict(self) -> dict[str, Any]: ...
 
 DEFAULT_MAX_PATHS = 3
 MAX_EXPLAINED = 1000  # explanations in one HTTP reply (users x k with explain on)
@@ -211,7 +214,7 @@ class KGExplainer:
                                               (int(h_rels[k]), not bool(h_fwd[k]))]
 
 
-def explained_items(explainer: KGExplainer, history: np.ndarray, scored: Sequence[ScoredItem],
+def explained_items(explainer: KGExplainer, history: np.ndarray, scored: Sequence[Ranked],
                     item_ids: Sequence[int], max_paths: int = DEFAULT_MAX_PATHS
                     ) -> list[dict[str, object]]:
     """Ranked items as dicts, each with its ``explanation`` (``item_ids``: their internal ids)."""

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -45,9 +44,6 @@ from torch import Tensor
 
 from simkgcl.artifact import Artifact
 from simkgcl.errors import ConfigError, NotFoundError, quoted
-
-if TYPE_CHECKING:  # recommend.py imports this module
-    from simkgcl.serving.recommend import RecommendationService, ScoredItem
 
 METHODS = ("propagation", "mean", "least_squares")
 RIDGE = 1e-3  # lambda, relative to the mean diagonal of the normal matrix
@@ -124,13 +120,3 @@ class FoldIn:
         return FoldInUser(row=self.user_row_from_ids(ids), item_ids=ids,
                           unknown=unknown[:UNKNOWN_SHOWN], method=self.method)
 
-
-def recommend_for_items(service: RecommendationService, tokens: Sequence[str], k: int = 20, *,
-                        include_given: bool = False) -> tuple[FoldInUser, list[ScoredItem]]:
-    """Top-``k`` for a user folded in from item ``tokens`` (the given items left out unless
-    ``include_given``); returns the folded-in user (with the unknown tokens) and the items."""
-    k = service.check_k(k)
-    user = service.fold_in.user(tokens)
-    exclude = np.empty(0, dtype=np.int64) if include_given else user.item_ids
-    top = service.top_k_rows(user.row[None, :], k, [exclude])
-    return user, service.scored(top, 0)

@@ -22,7 +22,7 @@ from torch import Tensor
 from simkgcl.artifact import Artifact, load_artifact
 from simkgcl.errors import ConfigError, NotFoundError, quoted
 from simkgcl.serving.explain import DEFAULT_MAX_PATHS, Explanation, KGExplainer
-from simkgcl.serving.foldin import FoldIn
+from simkgcl.serving.foldin import FoldIn, FoldInUser
 from simkgcl.serving.index import ItemIndex, top_k_excluding
 
 
@@ -161,6 +161,15 @@ class RecommendationService:
     def fold_in(self) -> FoldIn:
         """Builds rows for users the model never saw (:mod:`simkgcl.serving.foldin`)."""
         return FoldIn(self.artifact)
+
+    def recommend_for_items(self, tokens: Sequence[str], k: int = 20, *,
+                            include_given: bool = False) -> tuple[FoldInUser, list[ScoredItem]]:
+        """Top-``k`` for a user folded in from item ``tokens`` (the given items left out unless
+        ``include_given``): the folded-in user (with the unknown tokens) and the items."""
+        k = self.check_k(k)
+        user = self.fold_in.user(tokens)
+        exclude = np.empty(0, dtype=np.int64) if include_given else user.item_ids
+        return user, self.scored(self.top_k_rows(user.row[None, :], k, [exclude]), 0)
 
     @functools.cached_property
     def explainer(self) -> KGExplainer:
