@@ -89,13 +89,15 @@ def test_export_with_hnsw_on_a_small_catalogue_equals_exact(toy_run: ToyRun,
                                                             tmp_path: Path) -> None:
     pytest.importorskip("faiss")
     outs = {}
-    for kind in ("exact", "hnsw"):
+    for kind, effort in (("exact", []), ("hnsw", ["--index-effort", "100"])):
         outs[kind] = tmp_path / f"{kind}.csv"
         done = subprocess.run([sys.executable, "-m", "simkgcl", "export", str(toy_run.run_dir),
-                               "--out", str(outs[kind]), "--k", "5", "--index", kind],
+                               "--out", str(outs[kind]), "--k", "5", "--index", kind, *effort],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
     exact_rows = outs["exact"].read_text().splitlines()
     hnsw_rows = outs["hnsw"].read_text().splitlines()
-    # efSearch (256) exceeds the 60 items: the graph search visits them all
+    # efSearch 100 exceeds the 60 items: the graph search visits them all
     assert [r.rsplit(",", 1)[0] for r in hnsw_rows] == [r.rsplit(",", 1)[0] for r in exact_rows]
+    tuned = RecommendationService.from_run_dir(toy_run.run_dir, index="hnsw", effort=77)
+    assert tuned.index is not None and tuned.index.describe()["efSearch"] == 77

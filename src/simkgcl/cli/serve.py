@@ -39,6 +39,9 @@ def _add_index_option(parser: argparse.ArgumentParser) -> None:
                         help="top-k by exact scoring of every item (default), or an approximate "
                              "faiss index for large catalogues (pip install 'simkgcl[ann]'); "
                              "seen items stay excluded exactly")
+    parser.add_argument("--index-effort", type=positive_int, metavar="N",
+                        help="efSearch (hnsw, default 256) or nprobe (ivf, default nlist/8): "
+                             "higher is slower with better recall (BENCHMARKS.md)")
 
 
 def _require_index(kind: str) -> None:
@@ -228,7 +231,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     output_format(args.out)  # refuse a bad extension or target before loading anything
     _require_index(args.index)
-    service = RecommendationService.from_run_dir(args.run_dir, index=args.index)
+    service = RecommendationService.from_run_dir(args.run_dir, index=args.index,
+                                                 effort=args.index_effort)
     user_ids = read_user_list(args.users, service) if args.users else None
     try:
         with _sigterm_raises():
@@ -253,7 +257,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not Path(args.run_dir).exists():
         raise ConfigError(f"{args.run_dir}: no such run folder")
     _require_index(args.index)
-    service = RecommendationService.from_run_dir(args.run_dir, index=args.index)
+    service = RecommendationService.from_run_dir(args.run_dir, index=args.index,
+                                                 effort=args.index_effort)
     art = service.artifact
     print(f"serving {art.model} on {art.dataset} ({service.n_users} users, {service.n_items} "
           f"items, index {args.index}) at http://{args.host}:{args.port} (docs: /docs)",

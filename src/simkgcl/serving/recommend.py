@@ -69,14 +69,19 @@ class RecommendationService:
         self._item_unit = F.normalize(artifact.item_embeddings, dim=1)
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | Path, index: str = "exact") -> RecommendationService:
-        """Load a run's artifact; ``index`` = exact | hnsw | ivf (built over the item rows)."""
+    def from_run_dir(cls, run_dir: str | Path, index: str = "exact",
+                     effort: int | None = None) -> RecommendationService:
+        """Load a run's artifact; ``index`` = exact | hnsw | ivf (built over the item rows),
+        ``effort`` its efSearch (hnsw) or nprobe (ivf) instead of the default."""
         artifact = load_artifact(run_dir)
         if index == "exact":
             return cls(artifact)
         from simkgcl.serving.index import build_index
 
-        return cls(artifact, build_index(artifact.item_embeddings, index))
+        built = build_index(artifact.item_embeddings, index)
+        if effort is not None:
+            built.set_search_effort(effort)  # type: ignore[attr-defined]  # faiss kinds have it
+        return cls(artifact, built)
 
     @property
     def n_users(self) -> int:
