@@ -14,6 +14,11 @@ peak resident memory (``--server-pid`` for a server started elsewhere):
     python bench/load_test.py RUN_DIR --big 1000:all            # the issue-10 request
     python bench/load_test.py RUN_DIR --big 1000:100            # at the default limit
 
+``--explain`` asks for the KG explanation of every recommended item (``explain=true`` on the
+recommendation requests; issue 15):
+
+    python bench/load_test.py RUN_DIR --explain
+
 Extra ``simkgcl serve`` options go after ``--``: ``... --big 1000:100 -- --max-results 200000``.
 """
 
@@ -73,6 +78,14 @@ def big_request_with_health(base: str, users: list[str], k: int) -> dict:
     return {**out, "health_ms": np.asarray(health_ms)}
 
 
+def with_explain(step: tuple[str, str, dict | None]) -> tuple[str, str, dict | None]:
+    """The same request asking for explanations (recommendation endpoints only)."""
+    method, url, body = step
+    if method == "POST":
+        return method, url, {**(body or {}), "explain": True}
+    return (method, url + "&explain=true", body) if "/recommendations" in url else step
+
+
 def run_big(base: str, art, spec: str, pid: int | None) -> int:
     n_users, k_text = spec.split(":")
     k = art.n_items if k_text == "all" else int(k_text)
@@ -102,6 +115,8 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--big", metavar="USERS:K", help="one big batch request (see above)")
+    parser.add_argument("--explain", action="store_true",
+                        help="explanations on every recommendation request")
     args = parser.parse_args(argv)
 
     art = load_artifact(args.run_dir)

@@ -14,6 +14,16 @@ Layout of ``<run_dir>/artifact/``:
 
 Format 1 artifacts (no blend) still load; this version writes 2.
 
+Optional parts (an artifact without them loads, and the features that need them say so):
+
+* ``kg_triples`` (``n_triples x 3`` int32: head entity, relation, tail entity; entity i is item
+  i) with ``entity_tokens`` and ``relation_tokens`` in ``meta.json`` — the knowledge graph in the
+  dataset's own tokens, for explanations (:mod:`simkgcl.serving.explain`). int32 halves the
+  largest part of the file (amazon-book with a 686k-triple KG: 8 MB instead of 16 MB).
+* ``foldin_items`` (``n_items x d`` float32) with ``foldin`` in ``meta.json`` — the item table a
+  propagation model aggregates a user row from (:meth:`simkgcl.models.base.Recommender.
+  fold_in_items`), for users the model never saw (:mod:`simkgcl.serving.foldin`).
+
 Both files are written with :func:`simkgcl.fileio.atomic_write_bytes` (unique temporary file,
 fsync, rename, folder fsync) so a crash mid-write never leaves a half artifact that looks
 complete. Saving and loading run the same :func:`check_artifact`, so a file that loads is one the
@@ -46,6 +56,7 @@ TENSOR_FILE = "tensors.pt"
 META_FILE = "meta.json"
 _TENSOR_KEYS = ("user_embeddings", "item_embeddings", "seen_indptr", "seen_indices")
 _META_KEYS = ("model", "dataset", "user_tokens", "item_tokens")
+_OPTIONAL_TENSORS = ("kg_triples", "foldin_items")
 
 
 @dataclass
@@ -65,6 +76,12 @@ class Artifact:
     path: Path | None = field(default=None, compare=False)
     blend: BlendTable | None = None  # fitted popularity blend, applied when scoring
     popularity: Tensor | None = None  # (n_items,) float32 training counts (with ``blend``)
+
+    entity_tokens: list[str] = field(default_factory=list)  # empty: no KG stored
+    relation_tokens: list[str] = field(default_factory=list)
+    kg_triples: Tensor | None = None  # (n_triples, 3) int32: head, relation, tail
+    foldin_items: Tensor | None = None  # (n_items, d) float32
+    foldin: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_users(self) -> int:
@@ -86,15 +103,25 @@ class Artifact:
         """Internal ids of the items ``user`` (internal id) interacted with in training."""
         return self.seen_indices[self.seen_indptr[user] : self.seen_indptr[user + 1]]
 
+    def item_degrees(self) -> Tensor:
+        """Training interactions per item (distinct users), the degrees of the model's graph."""
+        users = torch.repeat_interleave(torch.arange(self.n_users), self.seen_indptr.diff())
+        pairs = torch.unique(users * self.n_items + self.seen_indices)
+        return torch.bincount(pairs % self.n_items, minlength=self.n_items)
 
 
-def _check_tokens(tokens: object, key: str, where: Path) -> list[str]:
+def _check_token_list(tokens: object, key: str, where: Path) -> list[str]:
     if not isinstance(tokens, list):
         raise ArtifactError(f"{where}: {key} must be a list of strings, got {type(tokens).__name__}")
     for position, token in enumerate(tokens):
         if not isinstance(token, str):
             raise ArtifactError(f"{where}: {key} must be a list of strings (entry {position} is "
                                 f"{quoted(token)})")
+    return tokens
+
+
+def _check_tokens(tokens: object, key: str, where: Path) -> list[str]:
+    tokens = _check_token_list(tokens, key, where)
     if not tokens:
         raise ArtifactError(f"{where}: {key} is empty")
     if len(set(tokens)) != len(tokens):  # the token -> id map would be ambiguous
@@ -209,6 +236,45 @@ def check_artifact(meta: object, tensors: object, *, meta_path: Path, tensor_pat
     assert isinstance(meta, dict)
     _check_blend(meta, tensors, meta_path, tensor_path, n_items)
 
+    _check_extras(meta, tensors, meta_path, tensor_path)  # type: ignore[arg-type]
+
+
+def _check_extras(meta: dict[str, Any], tensors: Mapping[str, Tensor], meta_path: Path,
+                  tensor_path: Path) -> None:
+    """The optional KG and fold-in parts: present together with what they refer to, in range."""
+    for key in _OPTIONAL_TENSORS:
+        if key in tensors and not isinstance(tensors[key], Tensor):
+            raise ArtifactError(f"{tensor_path}: {key!r} is not a tensor")
+    triples = tensors.get("kg_triples")
+    if triples is not None:
+        # entity tokens need not be unique: an item without a linked entity has token ''
+        entities = _check_token_list(meta.get("entity_tokens"), "entity_tokens", meta_path) \
+            if "entity_tokens" in meta else None
+        relations = _check_token_list(meta.get("relation_tokens"), "relation_tokens",
+                                      meta_path) if "relation_tokens" in meta else None
+        if entities is None or relations is None:
+            raise ArtifactError(f"{meta_path}: kg_triples needs entity_tokens and relation_tokens")
+        n_items = len(meta["item_tokens"])
+        bad = (triples.dtype != torch.int32 or triples.dim() != 2 or triples.shape[1] != 3
+               or len(entities) < n_items)
+        if not bad and triples.shape[0]:
+            low, high = triples.min(dim=0).values, triples.max(dim=0).values
+            bad = (int(low.min()) < 0 or int(high[0]) >= len(entities)
+                   or int(high[2]) >= len(entities) or int(high[1]) >= len(relations))
+        if bad:
+            raise ArtifactError(f"{tensor_path}: kg_triples must be an int32 (n, 3) table of "
+                                "(head, relation, tail) ids within the token lists")
+    fold = tensors.get("foldin_items")
+    if fold is not None:
+        items = tensors["item_embeddings"]
+        if fold.dtype != torch.float32 or fold.shape != items.shape:
+            raise ArtifactError(f"{tensor_path}: foldin_items must be float32 of the item "
+                                f"embeddings' shape {tuple(items.shape)}")
+        if not bool(torch.isfinite(fold).all()):
+            raise ArtifactError(f"{tensor_path}: foldin_items is not finite")
+        if not isinstance(meta.get("foldin"), dict):
+            raise ArtifactError(f"{meta_path}: foldin_items needs a 'foldin' description")
+
 
 def save_artifact(
     run_dir: str | Path,
@@ -225,13 +291,19 @@ def save_artifact(
     train_items: np.ndarray,
     blend: dict[str, Any] | None = None,
     popularity: Tensor | None = None,
+
+    kg: tuple[np.ndarray, list[str], list[str]] | None = None,
+    foldin_items: Tensor | None = None,
+    foldin: dict[str, Any] | None = None,
 ) -> Path:
     """Write the artifact under ``run_dir/artifact`` and return that folder.
 
     ``train_users``/``train_items`` are the internal ids of the training interactions; they are
     stored per user so that serving can leave out items a user has already seen. ``blend``
     (:meth:`BlendTable.to_dict`) and ``popularity`` (training counts per item) go together.
-    Nothing is written unless :func:`check_artifact` accepts the result.
+    ``kg`` is (triples as (head, relation, tail) ids, entity tokens, relation tokens);
+    ``foldin_items`` and its description ``foldin`` come from the model (see the module
+    docstring). Nothing is written unless :func:`check_artifact` accepts the result.
     """
     users_tok = [str(t) for t in user_tokens]
     items_tok = [str(t) for t in item_tokens]
@@ -266,6 +338,16 @@ def save_artifact(
     }
     if blend is not None:
         meta["blend"] = blend
+
+    if kg is not None:
+        triples, entity_tokens, relation_tokens = kg
+        tensors["kg_triples"] = torch.from_numpy(
+            np.ascontiguousarray(np.asarray(triples).reshape(-1, 3), dtype=np.int32))
+        meta["entity_tokens"] = [str(t) for t in entity_tokens]
+        meta["relation_tokens"] = [str(t) for t in relation_tokens]
+    if foldin_items is not None:
+        tensors["foldin_items"] = foldin_items.detach().float().cpu().contiguous()
+        meta["foldin"] = dict(foldin or {})
     out = Path(run_dir) / ARTIFACT_DIR
     check_artifact(meta, tensors, meta_path=out / META_FILE, tensor_path=out / TENSOR_FILE)
     out.mkdir(parents=True, exist_ok=True)
@@ -307,4 +389,10 @@ def load_artifact(run_dir: str | Path) -> Artifact:
         path=path,
         blend=blend,
         popularity=tensors.get("popularity"),
+
+        entity_tokens=meta.get("entity_tokens", []) if "kg_triples" in tensors else [],
+        relation_tokens=meta.get("relation_tokens", []) if "kg_triples" in tensors else [],
+        kg_triples=tensors.get("kg_triples"),
+        foldin_items=tensors.get("foldin_items"),
+        foldin=meta.get("foldin", {}) if "foldin_items" in tensors else {},
     )

@@ -34,6 +34,15 @@ class ToyRun:
         return [(self.item_tokens[i], float(scores[i])) for i in order[:k]]
 
 
+def _toy_kg(rng: np.random.Generator) -> tuple[np.ndarray, list[str], list[str]]:
+    """A random KG over the items and 20 more entities, so explanations have paths to find."""
+    n_entities = N_ITEMS + 20
+    triples = np.stack([rng.integers(0, n_entities, 150), rng.integers(0, 4, 150),
+                        rng.integers(N_ITEMS, n_entities, 150)], axis=1)
+    entities = [f"m.{i}/é" for i in range(n_entities)]
+    return triples, entities, ["rel:a", "rel b", "rel/c", "rel-d"]
+
+
 def make_toy_run(run_dir: Path, seed: int = 0) -> ToyRun:
     rng = np.random.default_rng(seed)
     user_tokens = [f"user-{3 * i + 11}" for i in range(N_USERS)]
@@ -57,6 +66,7 @@ def make_toy_run(run_dir: Path, seed: int = 0) -> ToyRun:
         user_tokens=np.asarray(user_tokens), item_tokens=item_tokens,
         user_embeddings=torch.from_numpy(user_emb), item_embeddings=torch.from_numpy(item_emb),
         train_users=train_users, train_items=train_items,
+        kg=_toy_kg(rng),
     )
     seen = [set() for _ in range(N_USERS)]
     for u, i in zip(train_users.tolist(), train_items.tolist(), strict=True):

@@ -36,7 +36,8 @@ def test_health_model_and_docs(client: httpx.Client) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/v1/model").json()
     assert info == {"model": "SimKGCL", "dataset": "toy", "n_users": N_USERS, "n_items": N_ITEMS,
-                    "embedding_dim": 8, "test_metrics": {"recall@20": 0.25, "ndcg@20": 0.125},
+                    "embedding_dim": 8, "index": {"index": "exact"},
+                    "test_metrics": {"recall@20": 0.25, "ndcg@20": 0.125},
                     "limits": {"max_batch_users": MAX_BATCH, "max_results": 500,
                                "max_body_bytes": 2048, "max_concurrent": 3},
                     "popularity_blend": None}

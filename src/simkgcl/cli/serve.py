@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from simkgcl.cli.options import add_json_option, positive_int
 from simkgcl.errors import ConfigError
@@ -33,16 +34,54 @@ def _port(text: str) -> int:
     return value
 
 
+def _add_index_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index", choices=["exact", "hnsw", "ivf"], default="exact",
+                        help="top-k by exact scoring of every item (default), or an approximate "
+                             "faiss index for large catalogues (pip install 'simkgcl[ann]'); "
+                             "seen items stay excluded exactly")
+    parser.add_argument("--index-effort", type=positive_int, metavar="N",
+                        help="efSearch (hnsw, default 256) or nprobe (ivf, default nlist/8): "
+                             "higher is slower with better recall (BENCHMARKS.md)")
+
+
+def _require_index(kind: str) -> None:
+    """An approximate index needs faiss: say so before loading anything."""
+    if kind != "exact":
+        from simkgcl.serving.index import import_faiss
+
+        import_faiss()
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     rec = sub.add_parser("recommend", help="top-k items for one user",
-                         description="Print the top-k items (original ids) for one user.")
+                         description="Print the top-k items (original ids) for one user, or "
+                                     "for a new user given as a list of items (fold-in).")
     rec.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (or its artifact/)")
-    rec.add_argument("--user", required=True, metavar="TOKEN", help="original user id")
+    who = rec.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="TOKEN", help="original user id")
+    who.add_argument("--items", metavar="I1,I2,...",
+                     help="item ids of a user the model never saw (comma-separated): fold-in")
     rec.add_argument("--k", type=positive_int, default=20, help="how many items (default 20)")
     rec.add_argument("--include-seen", action="store_true",
                      help="also rank the user's training items (left out by default)")
+    rec.add_argument("--explain", action="store_true",
+                     help="with each item, the KG paths to the user's history items")
+    rec.add_argument("--max-paths", type=positive_int, default=3, metavar="N",
+                     help="KG paths per item with --explain (default 3)")
     add_json_option(rec, "the items")
     rec.set_defaults(func=cmd_recommend)
+
+    why = sub.add_parser("explain", help="KG paths between an item and a user's history",
+                         description="Why this item for this user? The knowledge-graph paths "
+                                     "(up to two entities long) between the item and the user's "
+                                     "training items, most relevant history item first.")
+    why.add_argument("run_dir", metavar="RUN_DIR")
+    why.add_argument("--user", required=True, metavar="TOKEN", help="original user id")
+    why.add_argument("--item", required=True, metavar="TOKEN", help="original item id")
+    why.add_argument("--max-paths", type=positive_int, default=3, metavar="N",
+                     help="most paths shown (default 3)")
+    add_json_option(why, "the explanation")
+    why.set_defaults(func=cmd_explain)
 
     exp = sub.add_parser("export", help="top-k for every user to CSV or Parquet",
                          description="Write top-k for every (or each listed) user in long format "
@@ -57,6 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "(default 1024)")
     exp.add_argument("--include-seen", action="store_true",
                      help="also rank users' training items (left out by default)")
+    _add_index_option(exp)
     exp.set_defaults(func=cmd_export)
 
     srv = sub.add_parser("serve", help="HTTP recommendation service (FastAPI)",
@@ -69,6 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default = getattr(ServingLimits, field)
         srv.add_argument(flag, type=positive_int, default=default, metavar="N",
                          help=f"{text} (default {default})")
+    _add_index_option(srv)
     srv.add_argument("--log-level", default="info",
                      choices=["critical", "error", "warning", "info", "debug"])
     srv.set_defaults(func=cmd_serve)
@@ -78,19 +119,84 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from simkgcl.serving.recommend import RecommendationService
 
     service = RecommendationService.from_run_dir(args.run_dir)
+    if args.items is not None:
+        return _recommend_for_items(service, args)
     items = service.recommend(args.user, args.k, include_seen=args.include_seen)
+    history = service.artifact.seen_items(service.user_id(args.user)).numpy()
+    explained = _explanations(service, history, items, args)
     if args.json:
+        rows = explained or [s.as_dict() for s in items]
         json.dump({"user": args.user, "k": args.k, "include_seen": args.include_seen,
-                   "items": [s.as_dict() for s in items]}, sys.stdout, indent=2)
+                   "items": rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    width = max([len("item")] + [len(s.item) for s in items])
-    print(f"{'rank':>4}  {'item':<{width}}  score")
-    for s in items:
-        print(f"{s.rank:>4}  {s.item:<{width}}  {s.score:.6g}")
+    _print_items(items, explained)
     if len(items) < args.k:
         print(f"(only {len(items)} unseen items for user {args.user})", file=sys.stderr)
     return 0
+
+
+def _recommend_for_items(service: Any, args: argparse.Namespace) -> int:
+    tokens = [t.strip() for t in args.items.split(",") if t.strip()]
+    user, items = service.recommend_for_items(tokens, args.k,
+                                              include_given=args.include_seen)
+    explained = _explanations(service, user.item_ids, items, args)
+    if user.unknown:
+        print(f"warning: {len(user.unknown)} unknown items ignored: "
+              f"{', '.join(user.unknown[:5])}{' ...' if len(user.unknown) > 5 else ''}",
+              file=sys.stderr)
+    if args.json:
+        json.dump({"items_given": len(tokens), "items_known": len(user.item_ids),
+                   "unknown_items": user.unknown, "fold_in": user.method, "k": args.k,
+                   "include_seen": args.include_seen,
+                   "items": explained or [s.as_dict() for s in items]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(f"(new user from {len(user.item_ids)} known items, fold-in: {user.method})",
+          file=sys.stderr)
+    _print_items(items, explained)
+    return 0
+
+
+def _explanations(service: Any, history: Any, items: list[Any],
+                  args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    """Items with their KG explanations (``--explain``), else None."""
+    if not args.explain:
+        return None
+    from simkgcl.serving.explain import explained_items
+
+    ids = [service.item_id(s.item) for s in items]
+    return explained_items(service.explainer, history, items, ids, args.max_paths)
+
+
+def _print_explanation(explanation: dict[str, Any], indent: str = "      ") -> None:
+    if not explanation["explained"]:
+        print(f"{indent}({explanation['note']})")
+    for path in explanation["paths"]:
+        print(f"{indent}{path['text']}  [relevance {path['relevance']:.3f}]")
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from simkgcl.serving.recommend import RecommendationService
+
+    service = RecommendationService.from_run_dir(args.run_dir)
+    explanation = service.explain(args.user, args.item, args.max_paths).as_dict()
+    if args.json:
+        json.dump({"user": args.user, **explanation}, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    print(f"item {args.item} for user {args.user}:")
+    _print_explanation(explanation, indent="  ")
+    return 0
+
+
+def _print_items(items: list[Any], explained: list[dict[str, Any]] | None = None) -> None:
+    width = max([len("item")] + [len(s.item) for s in items])
+    print(f"{'rank':>4}  {'item':<{width}}  score")
+    for row, s in enumerate(items):
+        print(f"{s.rank:>4}  {s.item:<{width}}  {s.score:.6g}")
+        if explained is not None:
+            _print_explanation(explained[row]["explanation"])
 
 
 class _Terminated(BaseException):
@@ -124,7 +230,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from simkgcl.serving.recommend import RecommendationService
 
     output_format(args.out)  # refuse a bad extension or target before loading anything
-    service = RecommendationService.from_run_dir(args.run_dir)
+    _require_index(args.index)
+    service = RecommendationService.from_run_dir(args.run_dir, index=args.index,
+                                                 effort=args.index_effort)
     user_ids = read_user_list(args.users, service) if args.users else None
     try:
         with _sigterm_raises():
@@ -148,10 +256,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     require_serving_deps()
     if not Path(args.run_dir).exists():
         raise ConfigError(f"{args.run_dir}: no such run folder")
-    service = RecommendationService.from_run_dir(args.run_dir)
+    _require_index(args.index)
+    service = RecommendationService.from_run_dir(args.run_dir, index=args.index,
+                                                 effort=args.index_effort)
     art = service.artifact
     print(f"serving {art.model} on {art.dataset} ({service.n_users} users, {service.n_items} "
-          f"items) at http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
+          f"items, index {args.index}) at http://{args.host}:{args.port} (docs: /docs)",
+          file=sys.stderr)
     limits = ServingLimits(**{field: getattr(args, field) for _, field, _ in _LIMIT_OPTIONS})
     serve(service, host=args.host, port=args.port, log_level=args.log_level, limits=limits)
     return 0

@@ -73,6 +73,17 @@ class Recommender(nn.Module):
         """
         raise NotImplementedError
 
+    def fold_in_items(self) -> tuple[Tensor, float] | None:
+        """How a user row is aggregated from the user's items, for users the model never saw.
+
+        ``(F, w0)`` when the final user row is ``sum_i F_i / sqrt(d_u d_i)`` over the user's
+        distinct training items (``d`` = training degrees, as in the symmetric-normalised
+        adjacency) plus ``w0`` x the user's own layer-0 row, which a new user does not have.
+        ``None`` (the default): the user row is no such aggregation, and serving fits one
+        (:mod:`simkgcl.serving.foldin`). Called like :meth:`final_embeddings`.
+        """
+        return None
+
 
 def user_item_tables(n_users: int, n_items: int, dim: int) -> tuple[nn.Embedding, nn.Embedding]:
     """User and item embedding tables, Xavier-uniform initialised (RecBole's

@@ -27,6 +27,8 @@ class LightGCNEncoder(Recommender):
     """What LightGCN, SGL, SimGCL and XSimGCL share: Xavier-uniform user and item tables and
     the symmetric-normalised interaction graph (``adjacency``, ``adjacency_values``)."""
 
+    mean_has_layer0: ClassVar[bool] = True  # the final rows average layers 0..L
+
     def __init__(self, graph: GraphData, config: Mapping[str, Any], dim: int):
         super().__init__(graph, config)
         self.user_embedding, self.item_embedding = user_item_tables(
@@ -44,6 +46,23 @@ class LightGCNEncoder(Recommender):
     def full_graph(self, n_layers: int) -> list[Graph]:
         """The interaction graph for each of ``n_layers`` layers."""
         return [(self.adjacency, self.adjacency_values)] * n_layers
+
+    def layer_fold_in(self, inputs: list[Tensor], n_mean: int) -> Tensor:
+        """Fold-in table of a layer mean over ``n_mean`` layers whose user layers ``1..L`` read
+        ``inputs`` (layers ``0..L-1``): a user's layer ``l`` is ``sum_i e_i^(l-1) /
+        sqrt(d_u d_i)``, so its final row is ``sum_i F_i / sqrt(d_u d_i)`` with ``F`` the item
+        rows of ``sum(inputs) / n_mean`` (plus its own layer 0 where the mean has it)."""
+        return layer_mean(inputs)[self.n_users :] * (len(inputs) / n_mean)
+
+    def fold_in_items(self) -> tuple[Tensor, float]:
+        """Layers 0..L-1 feed the user's layers 1..L. Scores average layers 0..L (LightGCN,
+        SGL: the user's own layer 0 enters with weight 1/(L+1)) or 1..L (SimGCL, XSimGCL:
+        ``mean_has_layer0`` False, nothing is left out)."""
+        n_layers = int(self.n_layers)  # type: ignore[attr-defined]  # every subclass sets it
+        x = self.layer0()
+        inputs = [x, *propagate_layers(x, self.full_graph(n_layers - 1))]
+        n_mean = n_layers + 1 if self.mean_has_layer0 else n_layers
+        return self.layer_fold_in(inputs, n_mean), (1.0 / n_mean if self.mean_has_layer0 else 0.0)
 
 
 class LightGCN(LightGCNEncoder):

@@ -127,6 +127,8 @@ class SimGCL(LightGCNEncoder):
         terms["cl"] = self.contrast(view1, view2, users, pos_items)
         return terms
 
+    mean_has_layer0: ClassVar[bool] = False  # scores average layers 1..L (fold-in is exact)
+
     def final_embeddings(self) -> tuple[Tensor, Tensor]:
         final = layer_mean(self.layers(perturbed=False))
         return final[: self.n_users], final[self.n_users :]

@@ -17,6 +17,9 @@ Contract (also in the README and the OpenAPI document at ``/openapi.json``):
   422 ``invalid`` (a value out of range or of the wrong type, too many users, users x k over
   ``max_results``), 500 ``internal`` (a bug; the traceback goes to the server log only).
 
+The fold-in and explanation routes (``POST /v1/recommendations/for-items``,
+``GET /v1/users/{user}/items/{item}/explanation``) live in :mod:`simkgcl.serving.app_extras`.
+
 ``/docs`` serves Swagger UI from files shipped in the ``fastapi-offline`` package, so the docs
 work without internet access.
 
@@ -33,6 +36,12 @@ from typing import Annotated, Any
 
 from simkgcl import __version__
 from simkgcl.errors import ConfigError, NotFoundError
+from simkgcl.serving.app_extras import (
+    check_explained,
+    explanation_model,
+    items_payload,
+    register_extra_routes,
+)
 from simkgcl.serving.limits import SCORE_CHUNK_USERS, BodySizeLimit, ServingLimits
 from simkgcl.serving.recommend import RecommendationService, ScoredItem
 
@@ -160,10 +169,13 @@ def create_app(service: RecommendationService, *, limits: ServingLimits | None =
                      f"{limits.max_batch_users} users)."}
         return {s: {"model": ErrorBody, "description": text[s]} for s in statuses}
 
+    Explanation = explanation_model()
+
     class ItemScore(BaseModel):
         rank: int
         item: str
         score: float
+        explanation: Explanation | None = Field(None, description="with explain=true")  # type: ignore[valid-type]
 
     class UserRecommendations(BaseModel):
         user: str
@@ -180,6 +192,7 @@ def create_app(service: RecommendationService, *, limits: ServingLimits | None =
             min(20, max_k), ge=1, le=max_k,
             description=f"items per user; users x k at most {limits.max_results}")
         exclude_seen: StrictBool = True
+        explain: StrictBool = Field(False, description="add each item's KG explanation")
 
     class BatchResponse(BaseModel):
         results: list[UserRecommendations]
@@ -224,6 +237,7 @@ def create_app(service: RecommendationService, *, limits: ServingLimits | None =
             "n_users": service.n_users,
             "n_items": n_items,
             "embedding_dim": art.embedding_dim,
+            "index": service.index.describe() if service.index else {"index": "exact"},
             "test_metrics": split_test_metrics(art.metrics),
             "limits": limits.as_dict(),
             "popularity_blend": (None if art.blend is None else
@@ -239,11 +253,14 @@ def create_app(service: RecommendationService, *, limits: ServingLimits | None =
         user: str = Path(description="original user id"),
         k: int = Query(min(20, max_k), ge=1, le=max_k),
         exclude_seen: bool = Query(True, description="leave out the user's training items"),
+        explain: bool = Query(False, description="add each item's KG explanation"),
     ) -> Response:
+        check_explained(k, explain)
+
         def work() -> bytes:
             items = service.recommend(user, k, include_seen=not exclude_seen)
             return _json_bytes({"user": user, "k": k, "exclude_seen": exclude_seen,
-                                "items": _items(items)})
+                                "items": items_payload(service, user, items, explain)})
 
         return await off_loop(work)
 
@@ -255,6 +272,7 @@ def create_app(service: RecommendationService, *, limits: ServingLimits | None =
                               f"{len(body.users) * body.k} results, over the limit of "
                               f"{limits.max_results} per request; ask for fewer users or a "
                               "smaller k")
+        check_explained(len(body.users) * body.k, body.explain)
 
         def work() -> bytes:
             lists = service.recommend_many(body.users, body.k,
@@ -263,7 +281,7 @@ def create_app(service: RecommendationService, *, limits: ServingLimits | None =
             # One small dumps per user, not one for the whole reply: a single C call would hold
             # the GIL (and so stall /health) for as long as the largest reply takes to render.
             parts = [_json_bytes({"user": u, "k": body.k, "exclude_seen": body.exclude_seen,
-                                  "items": _items(lst)})
+                                  "items": items_payload(service, u, lst, body.explain)})
                      for u, lst in zip(body.users, lists, strict=True)]
             return b'{"results":[' + b",".join(parts) + b"]}"
 
@@ -281,6 +299,9 @@ def create_app(service: RecommendationService, *, limits: ServingLimits | None =
 
         return await off_loop(work)
 
+    register_extra_routes(app, service, limits=limits, off_loop=off_loop, errors=errors,
+                          item_model=ItemScore, explanation=Explanation,
+                          json_integer=_json_integer, render=_json_bytes)
     return app
 
 

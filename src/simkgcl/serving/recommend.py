@@ -7,11 +7,16 @@ HTTP request and a 70k-user export.
 When the artifact holds a fitted popularity blend (:mod:`simkgcl.calibration`), every score
 goes through it before seen items are masked, exactly as the evaluator ranked the test split:
 the scores returned are then the blended ones (per-user z-scores plus β times the popularity
-prior), not raw dot products.
+prior), not raw dot products. With an approximate index (``index=``, see
+:mod:`simkgcl.serving.index`) the top-k comes from the index instead, seen items still left out
+exactly, but the ranking is the model's dot product alone: the blend is a per-user
+re-scoring of every item, which an inner-product index cannot serve (nor does fold-in apply it:
+its β table is fitted on the known users' activity groups).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +28,9 @@ from torch import Tensor
 
 from simkgcl.artifact import Artifact, load_artifact
 from simkgcl.errors import ConfigError, NotFoundError, quoted
+from simkgcl.serving.explain import DEFAULT_MAX_PATHS, Explanation, KGExplainer
+from simkgcl.serving.foldin import FoldIn, FoldInUser
+from simkgcl.serving.index import ItemIndex, top_k_excluding
 
 
 @dataclass(frozen=True)
@@ -54,11 +62,13 @@ class RecommendationService:
     """Answers "which items for this user?" and "which items are like this one?".
 
     Scores are dot products of the final user and item embeddings (the models' scoring rule),
-    through the artifact's popularity blend when it has one; similarity is cosine over item embeddings. Tokens in, tokens out.
+    through the artifact's popularity blend when it has one (exact scoring of known users);
+    similarity is cosine over item embeddings. Tokens in, tokens out.
     """
 
-    def __init__(self, artifact: Artifact):
+    def __init__(self, artifact: Artifact, index: ItemIndex | None = None):
         self.artifact = artifact
+        self.index = index  # None: exact scoring of every item
         self._user_ids = {tok: i for i, tok in enumerate(artifact.user_tokens)}
         self._item_ids = {tok: i for i, tok in enumerate(artifact.item_tokens)}
         self._item_token_array = np.asarray(artifact.item_tokens, dtype=object)
@@ -69,8 +79,19 @@ class RecommendationService:
                        artifact.blend.bind(artifact.popularity, artifact.training_counts()))
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | Path) -> RecommendationService:
-        return cls(load_artifact(run_dir))
+    def from_run_dir(cls, run_dir: str | Path, index: str = "exact",
+                     effort: int | None = None) -> RecommendationService:
+        """Load a run's artifact; ``index`` = exact | hnsw | ivf (built over the item rows),
+        ``effort`` its efSearch (hnsw) or nprobe (ivf) instead of the default."""
+        artifact = load_artifact(run_dir)
+        if index == "exact":
+            return cls(artifact)
+        from simkgcl.serving.index import build_index
+
+        built = build_index(artifact.item_embeddings, index)
+        if effort is not None:
+            built.set_search_effort(effort)  # type: ignore[attr-defined]  # faiss kinds have it
+        return cls(artifact, built)
 
     @property
     def n_users(self) -> int:
@@ -133,6 +154,10 @@ class RecommendationService:
         """Top-k for internal user ids: one ``batch x n_items`` matmul and one top-k."""
         k = self.check_k(k)
         users = torch.as_tensor(np.asarray(user_ids, dtype=np.int64))
+        if self.index is not None:
+            seen = [np.empty(0, dtype=np.int64) if include_seen
+                    else self.artifact.seen_items(int(u)).numpy() for u in users]
+            return self.top_k_rows(self._user_emb[users], k, seen)
         scores = self._user_emb[users] @ self._item_emb_t
         if self._blend is not None:
             scores = self._blend(users, scores)
@@ -142,6 +167,45 @@ class RecommendationService:
         valid = top_scores != float("-inf")  # -inf marks a masked (seen) item
         return TopK(items=top_items.numpy(), scores=top_scores.numpy(),
                     counts=valid.sum(dim=1).numpy().astype(np.int64))
+
+    def top_k_rows(self, rows: Tensor, k: int, exclude: Sequence[np.ndarray]) -> TopK:
+        """Top-k for query rows that are not trained users' (e.g. folded-in users), through the
+        index (exact when there is none), ``exclude[r]`` left out exactly."""
+        items, scores, counts = top_k_excluding(self.index or self._exact, rows, k, exclude)
+        return TopK(items=items, scores=scores, counts=counts)
+
+    @functools.cached_property
+    def fold_in(self) -> FoldIn:
+        """Builds rows for users the model never saw (:mod:`simkgcl.serving.foldin`)."""
+        return FoldIn(self.artifact)
+
+    def recommend_for_items(self, tokens: Sequence[str], k: int = 20, *,
+                            include_given: bool = False) -> tuple[FoldInUser, list[ScoredItem]]:
+        """Top-``k`` for a user folded in from item ``tokens`` (the given items left out unless
+        ``include_given``): the folded-in user (with the unknown tokens) and the items."""
+        k = self.check_k(k)
+        user = self.fold_in.user(tokens)
+        exclude = np.empty(0, dtype=np.int64) if include_given else user.item_ids
+        return user, self.scored(self.top_k_rows(user.row[None, :], k, [exclude]), 0)
+
+    @functools.cached_property
+    def explainer(self) -> KGExplainer:
+        """KG paths behind recommendations (:mod:`simkgcl.serving.explain`)."""
+        return KGExplainer(self.artifact)
+
+    def explain(self, user: str, item: str, max_paths: int = DEFAULT_MAX_PATHS) -> Explanation:
+        """KG paths between ``item`` and ``user``'s training items, best first."""
+        user_id, item_id = self.user_id(user), self.item_id(item)
+        return self.explainer.explain(item_id, self.artifact.seen_items(user_id).numpy(),
+                                      max_paths)
+
+    @property
+    def _exact(self) -> ItemIndex:
+        return ItemIndex.over_transposed(self._item_emb_t)
+
+    def scored(self, top: TopK, row: int) -> list[ScoredItem]:
+        """Row ``row`` of ``top`` as ranked items in original tokens."""
+        return self._to_scored(top.items[row], top.scores[row], int(top.counts[row]))
 
     def _to_scored(self, items: np.ndarray, scores: np.ndarray, count: int) -> list[ScoredItem]:
         tokens = self._item_token_array[items[:count]]

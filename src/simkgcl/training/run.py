@@ -362,15 +362,21 @@ def _write_artifact(folder: RunFolder, config: Config, dataset: KnowledgeDataset
     model.eval()
     with torch.no_grad():
         user_emb, item_emb = model.final_embeddings()
+        fold_in = model.fold_in_items()
     extra: dict[str, Any] = {}
     if blend is not None:
         extra = {"blend": blend.to_dict(), "popularity": training_counts(dataset, split)[1]}
+    kg = ((dataset.triples, list(dataset.entity_tokens), list(dataset.relation_tokens))
+          if dataset.n_triples else None)
     folder.save_artifact(model=config["model"], dataset=dataset.name, config=config.to_dict(),
                          metrics={"valid": best_valid, **({"test": test} if test is not None
                                                           else {})},
                          user_tokens=dataset.user_tokens, item_tokens=dataset.item_tokens,
                          user_embeddings=user_emb, item_embeddings=item_emb,
-                         train_users=split.train.users, train_items=split.train.items, **extra)
+                         train_users=split.train.users, train_items=split.train.items, kg=kg,
+                         foldin_items=None if fold_in is None else fold_in[0],
+                         foldin=None if fold_in is None else
+                         {"method": "propagation", "user_layer0_weight": fold_in[1]}, **extra)
 
 
 # ---------------------------------------------------------------------------------------------
