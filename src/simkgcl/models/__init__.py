@@ -12,6 +12,7 @@ _MODELS: dict[str, tuple[str, str]] = {
     "bpr": ("simkgcl.models.bpr", "BPR"),
     "kgin": ("simkgcl.models.kgin", "KGIN"),
     "lightgcn": ("simkgcl.models.lightgcn", "LightGCN"),
+    "mcclk": ("simkgcl.models.mcclk", "MCCLK"),
     "kgcl": ("simkgcl.models.kgcl", "KGCL"),
     "simkgcl": ("simkgcl.models.simkgcl", "SimKGCL"),
     "sgl": ("simkgcl.models.sgl", "SGL"),
