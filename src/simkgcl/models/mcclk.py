@@ -75,8 +75,8 @@ from simkgcl.models.base import Recommender
 from simkgcl.models.bpr import bpr_mean, emb_loss
 from simkgcl.models.kg_index import KGIndex
 from simkgcl.models.ops import (
-    SparsePattern,
     at_least_float32,
+    fixed_width_matmul,
     grace_loss,
     interaction_weights,
     keep_mask,
@@ -177,7 +177,7 @@ class MCCLK(Recommender):
         self.collab_graph, collab_values = mean_adjacency(users, items, self.n_users,
                                                           self.n_items)
         self.register_buffer("collab_values", collab_values, persistent=False)
-        self._knn_cache: tuple[SparsePattern, Tensor] | None = None  # training's last graph
+        self._knn_cache: tuple[Tensor, Tensor] | None = None  # training's last graph
         self._knn_step = 0
 
     def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
@@ -232,9 +232,9 @@ class MCCLK(Recommender):
         assert total is not None
         return total
 
-    def _knn_graph(self, aggregated: Tensor, entities: Tensor) -> tuple[SparsePattern, Tensor]:
-        """``S = (1 - lambda) A(aggregated) + lambda A(entities)`` as a pattern and values;
-        in training, the one built at the last refresh step (see ``knn_refresh_steps``)."""
+    def _knn_graph(self, aggregated: Tensor, entities: Tensor) -> tuple[Tensor, Tensor]:
+        """``S = (1 - lambda) A(aggregated) + lambda A(entities)`` as (columns, values), ``2k``
+        per row; in training, the one built at the last refresh (see ``knn_refresh_steps``)."""
         step, every = self._knn_step, self.knn_refresh_steps
         fresh = not self.training or self._knn_cache is None or (
             step == 0 if every == 0 else step % every == 0)
@@ -247,10 +247,7 @@ class MCCLK(Recommender):
                                                                                entities))
         values = torch.cat([(1.0 - self.lambda_coeff) * normalized_knn_values(cos_a, index_a),
                             self.lambda_coeff * normalized_knn_values(cos_e, index_e)], dim=1)
-        n = entities.shape[0]
-        rows = torch.arange(n, device=entities.device).repeat_interleave(2 * self.k)
-        pattern = SparsePattern(rows, torch.cat([index_a, index_e], dim=1).reshape(-1), (n, n))
-        graph = (pattern, values.reshape(-1))
+        graph = (torch.cat([index_a, index_e], dim=1), values)
         if self.training:
             self._knn_cache = graph
         return graph
@@ -274,9 +271,11 @@ class MCCLK(Recommender):
                     aggregated = (entities0 + kg.entity_rows(hops)) / n_views
             else:
                 aggregated = entities_s
-            pattern, values = self._knn_graph(aggregated, entities0)
-            semantic = layer_mean([entities0, *propagate_layers(
-                entities0, [(pattern, values)] * self.item_agg_layer)])
+            index, values = self._knn_graph(aggregated, entities0)
+            semantic_layers = [entities0]
+            for _ in range(self.item_agg_layer):
+                semantic_layers.append(fixed_width_matmul(index, values, semantic_layers[-1]))
+            semantic = layer_mean(semantic_layers)
             collab0 = torch.cat([users0, entities0[: self.n_items]])
             collab = layer_mean([collab0, *propagate_layers(
                 collab0, [(self.collab_graph, self.collab_values)] * self.lightgcn_layer)])

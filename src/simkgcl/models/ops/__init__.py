@@ -35,7 +35,7 @@ from simkgcl.models.ops.dropout import keep_mask, kept_subset, sampled_subset, s
 from simkgcl.models.ops.grace import grace_loss
 from simkgcl.models.ops.independence import INDEPENDENCE_KINDS, independence_loss
 from simkgcl.models.ops.info_nce import info_nce
-from simkgcl.models.ops.knn import knn_select, normalized_knn_values
+from simkgcl.models.ops.knn import fixed_width_matmul, knn_select, normalized_knn_values
 from simkgcl.models.ops.noise import add_sign_aligned, random_directions
 from simkgcl.models.ops.normalize import l2_normalize_rows
 from simkgcl.models.ops.precision import at_least_float32, to_at_least_float32
@@ -62,6 +62,7 @@ __all__ = [
     "bipartite_adjacency",
     "grace_loss",
     "independence_loss",
+    "fixed_width_matmul",
     "info_nce",
     "intent_scale",
     "interaction_weights",
