@@ -12,7 +12,12 @@ import torch
 from simkgcl.config import Config
 from simkgcl.errors import ConfigError
 from simkgcl.models import get_model_class
-from simkgcl.models.ops import grace_loss, knn_select, normalized_knn_values
+from simkgcl.models.ops import (
+    fixed_width_matmul,
+    grace_loss,
+    knn_select,
+    normalized_knn_values,
+)
 from tests.models.equivalence import (
     TIGHT,
     assert_seeded_forward_repeats,
@@ -107,6 +112,32 @@ def test_knn_graph_by_hand():
     torch.testing.assert_close(values, want)
     dense = torch.zeros(4, 4, dtype=torch.float64).scatter_(1, index, values)
     torch.testing.assert_close(dense, knn_matrix(x, 2))
+
+
+def test_blocked_knn_graph_equals_the_dense_one():
+    """Slabs of 7 rows (the last one short) against the reference's full sort of every row."""
+    torch.manual_seed(11)
+    x = torch.randn(50, 5, dtype=torch.float64)
+    cosines, index = knn_select(x, 6, block=7)
+    dense = torch.zeros(50, 50, dtype=torch.float64).scatter_(
+        1, index, normalized_knn_values(cosines, index))
+    torch.testing.assert_close(dense, knn_matrix(x, 6), atol=TIGHT, rtol=0)
+
+
+def test_fixed_width_product_and_its_gradient_by_dense_matrix():
+    torch.manual_seed(12)
+    index = torch.randint(0, 9, (9, 4))
+    values = torch.rand(9, 4, dtype=torch.float64)
+    x = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
+    dense = torch.zeros(9, 9, dtype=torch.float64)
+    for i in range(9):
+        for k in range(4):
+            dense[i, index[i, k]] += values[i, k]  # repeated columns add up
+    y = fixed_width_matmul(index, values, x)
+    torch.testing.assert_close(y, dense @ x, atol=TIGHT, rtol=0)
+    grad_out = torch.randn(9, 3, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(y, x, grad_out)
+    torch.testing.assert_close(grad, dense.t() @ grad_out, atol=TIGHT, rtol=0)
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
