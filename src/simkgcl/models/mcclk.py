@@ -54,9 +54,13 @@ the neighbour sets but refreshing their cosines does not work: the aggregated ro
 dominated by their unit hop rows, which edge sampling and dropout redraw every step, so a stale
 set's cosines can sum below zero.
 
-Speed: the kNN selection is blocked (:func:`~simkgcl.models.ops.knn_select`, no autograd, no
-``n x n`` matrix); the KG hops run on :class:`~simkgcl.models.kg_index.KGIndex`; the GRACE
-losses are single autograd functions. The plain reference is ``tests/models/reference_mcclk.py``.
+Speed (BENCHMARKS.md "MCCLK"): the kNN selection is blocked (:func:`~simkgcl.models.ops.knn_select`,
+no autograd, no ``n x n`` matrix) and applied as a fixed-width CSR product
+(:func:`~simkgcl.models.ops.fixed_width_matmul`); the graph-building hops run without autograd
+(they only feed the constant graph); the KG hops run on
+:class:`~simkgcl.models.kg_index.KGIndex`; GRACE is computed once per distinct id of the batch,
+weighted by its count (the same sums), as single autograd functions. The plain reference is
+``tests/models/reference_mcclk.py``.
 """
 
 from __future__ import annotations
