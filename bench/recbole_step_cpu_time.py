@@ -39,6 +39,10 @@ def main() -> None:
     start = time.process_time()
     model.train()
     train_call = time.process_time() - start
+    if hasattr(rb.train_data, "set_mode"):  # knowledge-aware loaders: the recommendation batches
+        from recbole.utils import KGDataLoaderState
+
+        rb.train_data.set_mode(KGDataLoaderState.RS)
     batch = next(iter(rb.train_data))
 
     def step() -> None:

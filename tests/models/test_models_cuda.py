@@ -27,6 +27,8 @@ BATCH = ([0, 2, 2, 4, 1], [0, 3, 5, 1, 2], [4, 1, 0, 2, 5])
     ("kgin", {"embedding_size": 8, "node_dropout_rate": 0.0, "ind": "cosine"}),
     ("kgin", {"embedding_size": 8, "node_dropout_rate": 0.0, "ind": "distance"}),
     ("kgin", {"embedding_size": 8, "node_dropout_rate": 0.0, "ind": "mi"}),
+    ("mcclk", {"embedding_size": 8, "k": 3, "node_dropout_rate": 0.0,
+               "mess_dropout_rate": 0.0}),
     ("sgl", {"embedding_size": 8}),  # its graphs are drawn on the host: the same on both
     ("sgl", {"embedding_size": 8, "type": "rw"}),
     ("simgcl", {"embedding_size": 8, "eps": 0.0}),  # noise is drawn on the device: off

@@ -14,6 +14,7 @@ _MODELS: dict[str, tuple[str, str]] = {
     "kgin": ("simkgcl.models.kgin", "KGIN"),
     "lightgcn": ("simkgcl.models.lightgcn", "LightGCN"),
     "pop": ("simkgcl.models.pop", "Pop"),
+    "mcclk": ("simkgcl.models.mcclk", "MCCLK"),
     "kgcl": ("simkgcl.models.kgcl", "KGCL"),
     "simkgcl": ("simkgcl.models.simkgcl", "SimKGCL"),
     "sgl": ("simkgcl.models.sgl", "SGL"),

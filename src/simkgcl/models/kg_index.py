@@ -31,7 +31,9 @@ from torch import Tensor, nn
 
 from simkgcl.errors import ConfigError
 from simkgcl.graph import GraphData
-from simkgcl.models.ops.relation_attention import TripleFactors
+from simkgcl.models.ops.relation_attention import TripleFactors, attention_logits
+from simkgcl.models.ops.relational_aggregation import relational_aggregate, user_relation_scale
+from simkgcl.models.ops.segment import segment_softmax
 from simkgcl.models.ops.sparse import SparsePattern
 
 
@@ -64,6 +66,7 @@ class KGIndex(nn.Module):
     triple_head_slots: Tensor  # slot of each sorted triple's head (its softmax segment)
     pair_rels: Tensor  # relation of each (head, relation) pair
     aggregate_values: Tensor  # ones: the entries of H
+    entity_table_rows: Tensor  # row of each entity id in a [users; slots] table
 
     def __init__(self, graph: GraphData, users: Tensor, items: Tensor, n_relation_rows: int):
         super().__init__()
@@ -128,6 +131,7 @@ class KGIndex(nn.Module):
         self.register_buffer(
             "aggregate_values", torch.ones(n_users + self.n_pairs), persistent=False
         )
+        self.register_buffer("entity_table_rows", n_users + slot_of, persistent=False)
 
     def _layout(
         self,
@@ -164,6 +168,39 @@ class KGIndex(nn.Module):
         if self.layer0_order is not None:
             cols = self.layer0_order.index_select(0, cols)
         return SparsePattern(gather.rows(), cols, (gather.shape[0], self.n_entities))
+
+    def entity_rows(self, table: Tensor) -> Tensor:
+        """The ``E`` entity rows, by entity id, of a ``[users; slots]`` table (an inactive
+        entity reads the zero slot)."""
+        return table.index_select(0, self.entity_table_rows)
+
+    def attentive_hop(
+        self,
+        table: Tensor,
+        relations: Tensor,
+        pair_relations: Tensor,
+        ui_values: Tensor,
+        keep: Tensor | None,
+        layer0: bool,
+        user_softmax: bool = True,
+    ) -> Tensor:
+        """One relation-attentive hop (SimKGCL's KG step, MCCLK's ``Aggregator``): new
+        ``[users; slots]`` rows, before dropout and normalisation.
+
+        Per head: the mean over its kept triples (``keep``; all when None) of
+        ``softmax_h(z) * (e_t * w_r)`` with ``z = |e_h * w_r|^2 |e_t * w_r|^2`` (zero without
+        triples); per user: ``u' = (sum_i v_ui e_i) * (1 + softmax(u W^T) W)`` with the
+        interaction weights ``ui_values``. ``table``: ``[users; layer-0 entities]`` (``layer0``)
+        or ``[users; slots]``; ``pair_relations``: ``relations.detach()[pair_rels]``.
+        """
+        layout = self.layer0 if layer0 else self.slots
+        logits = attention_logits(table, relations, layout.factors)
+        weights = segment_softmax(logits, self.triple_head_slots, self.n_slots, keep, mean=True)
+        values = torch.cat([ui_values.to(weights.dtype), weights])
+        gathered = layout.gather.matmul(values, table)  # [users; pairs]
+        user_scale = user_relation_scale(table[: self.n_users], relations, user_softmax)
+        return relational_aggregate(gathered, user_scale, relations, pair_relations,
+                                    self.pair_rels, self.aggregate, self.aggregate_values)
 
     def layer0_entities(self, entity_table: Tensor) -> Tensor:
         """An entity table (rows = entity ids) in layer-0 order (active entities first)."""

@@ -69,18 +69,14 @@ from simkgcl.models.bpr import BPR_GAMMA
 from simkgcl.models.kg_index import KGIndex
 from simkgcl.models.ops import (
     at_least_float32,
-    attention_logits,
     bipartite_adjacency,
     info_nce,
     interaction_weights,
     keep_mask,
     kept_subset,
     l2_normalize_rows,
-    relational_aggregate,
-    segment_softmax,
     sparse_dropout,
     unique_interactions,
-    user_relation_scale,
 )
 
 KG_VIEWS = ("fused", "pure")
@@ -175,23 +171,11 @@ class SimKGCL(Recommender):
         ``table``: the layer-0 table (``layer0``) or a ``[users; slots]`` table.
         """
         relations, pair_relations = relation_terms
-        kg = self.kg
-        layout = kg.layer0 if layer0 else kg.slots
         keep, ui_values = self._draw_kg_dropout(table)
         with torch.autocast(table.device.type, enabled=False):
             table = table.to(at_least_float32(table.dtype))
-            relations = relations.to(table.dtype)
-            logits = attention_logits(table, relations, layout.factors)
-            weights = segment_softmax(logits, kg.triple_head_slots, kg.n_slots, keep, mean=True)
-            values = torch.cat([ui_values.to(weights.dtype), weights])
-            gathered = layout.gather.matmul(values, table)  # [users; pairs]
-            user_scale = user_relation_scale(
-                table[: self.n_users], relations, self.user_rel_softmax
-            )
-            new = relational_aggregate(
-                gathered, user_scale, relations, pair_relations, kg.pair_rels,
-                kg.aggregate, kg.aggregate_values,
-            )
+            new = self.kg.attentive_hop(table, relations.to(table.dtype), pair_relations,
+                                        ui_values, keep, layer0, self.user_rel_softmax)
             return l2_normalize_rows(self._message_dropout(new))
 
     def _layer0_table(self) -> Tensor:

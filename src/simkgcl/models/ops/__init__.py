@@ -6,6 +6,7 @@ One idea per module, its formula in the module docstring:
   differentiates in the entry values and in ``x``.
 * :mod:`~.adjacency` — the user-item graph: distinct interactions, normalised weights
   (symmetric / mean), ``[[0, UI], [UI.T, 0]]``.
+* :mod:`~.knn` — kNN cosine graphs over a table's rows, normalised by their row sums (MCCLK).
 * :mod:`~.segment` — softmax or mean weights of one scalar per entry within segments (e.g. a
   head's triples).
 * :mod:`~.normalize` — row-wise L2 normalisation.
@@ -27,6 +28,7 @@ One idea per module, its formula in the module docstring:
 from simkgcl.models.ops.adjacency import (
     bipartite_adjacency,
     interaction_weights,
+    mean_adjacency,
     normalized_adjacency,
     unique_interactions,
 )
@@ -40,6 +42,7 @@ from simkgcl.models.ops.dropout import (
 from simkgcl.models.ops.grace import grace_loss
 from simkgcl.models.ops.independence import INDEPENDENCE_KINDS, independence_loss
 from simkgcl.models.ops.info_nce import info_nce
+from simkgcl.models.ops.knn import fixed_width_matmul, knn_select, normalized_knn_values
 from simkgcl.models.ops.noise import add_sign_aligned, random_directions
 from simkgcl.models.ops.normalize import l2_normalize_rows
 from simkgcl.models.ops.precision import at_least_float32, to_at_least_float32
@@ -73,14 +76,18 @@ __all__ = [
     "bipartite_adjacency",
     "grace_loss",
     "independence_loss",
+    "fixed_width_matmul",
     "info_nce",
     "intent_scale",
     "interaction_weights",
     "keep_mask",
     "kept_subset",
+    "knn_select",
     "l2_normalize_rows",
     "layer_mean",
+    "mean_adjacency",
     "normalized_adjacency",
+    "normalized_knn_values",
     "propagate_layers",
     "random_directions",
     "relational_aggregate",

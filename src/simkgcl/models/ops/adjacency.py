@@ -8,6 +8,10 @@ collapse to one edge) and ``deg`` its degrees, the entry for an interaction (u, 
 * ``mean``: ``1 / deg_u`` — ``D^-1 A`` restricted to the user rows, a mean over the user's items
   (RecBole's ``si`` normalisation of KGIN and MCCLK).
 
+:func:`mean_adjacency` is ``D^-1 A`` over ``[users; items]``: a user row is the mean of the
+user's items and an item row the mean of its users (RecBole's ``si`` graph, MCCLK's collaborative
+view).
+
 Every function takes explicit id tensors, so augmentations that redraw the graph (SGL's edge and
 node dropout) build their matrices the same way from the kept interactions.
 """
@@ -78,6 +82,19 @@ def bipartite_adjacency(
         (n_nodes, n_nodes),
     )
     return pattern, torch.cat([values, values[by_item]])
+
+
+def mean_adjacency(
+    users: Tensor, items: Tensor, n_users: int, n_items: int
+) -> tuple[SparsePattern, Tensor]:
+    """``D^-1 A`` over ``[users; items]`` (entries ``1 / deg_u`` in user rows, ``1 / deg_i`` in
+    item rows), from distinct pairs sorted by user then item (:func:`unique_interactions`)."""
+    user_values = interaction_weights(users, items, n_users, n_items, "mean")
+    pattern, values = bipartite_adjacency(users, items, user_values, n_users, n_users + n_items)
+    item_mean = torch.bincount(items, minlength=n_items).double().reciprocal()
+    by_item = torch.sort(items, stable=True).indices
+    values[users.numel():] = item_mean[items[by_item]]
+    return pattern, values
 
 
 def normalized_adjacency(
