@@ -8,8 +8,8 @@ library user builds in Python (``Config(model="bpr", epochs=5)``); the CLI merel
 
 The data settings' rules live in :mod:`simkgcl.data.options` (the data layer checks its own
 arguments without a Config), each model's in its ``keys``, YAML reading in
-:mod:`simkgcl.yaml_input`; this module holds the run keys' table and the layering (a little over
-400 lines, kept together so that every run key and its rule can be read in one place).
+:mod:`simkgcl.yaml_input`; this module holds the run keys' table and the layering (under
+500 lines, kept together so that every run key and its rule can be read in one place).
 """
 
 from __future__ import annotations
