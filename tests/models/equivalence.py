@@ -110,3 +110,18 @@ def assert_seeded_forward_repeats(model: torch.nn.Module, batch: tuple, term: st
     third = model(*batch)
     assert torch.equal(first[term], second[term])
     assert not torch.equal(second[term], third[term])
+
+
+def share_ranking_seen_items_higher(run_dir: Any) -> float:
+    """Share of a trained run's users whose training items score above their other items on
+    average, from the run's artifact (a model that learned anything puts most users there)."""
+    from simkgcl.artifact import load_artifact
+
+    artifact = load_artifact(run_dir)
+    scores = artifact.user_embeddings @ artifact.item_embeddings.t()
+    ahead = 0
+    for user in range(artifact.n_users):
+        seen = torch.zeros(artifact.n_items, dtype=torch.bool)
+        seen[artifact.seen_items(user)] = True
+        ahead += int(scores[user, seen].mean() > scores[user, ~seen].mean())
+    return ahead / artifact.n_users
