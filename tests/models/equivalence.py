@@ -125,3 +125,11 @@ def share_ranking_seen_items_higher(run_dir: Any) -> float:
         seen[artifact.seen_items(user)] = True
         ahead += int(scores[user, seen].mean() > scores[user, ~seen].mean())
     return ahead / artifact.n_users
+
+
+def assert_every_parameter_learns(model: torch.nn.Module, batch: tuple) -> None:
+    """The summed loss of one batch gives every parameter table a non-zero gradient (no table
+    left out of the loss by mistake)."""
+    sum(model(*batch).values()).backward()
+    for name, weight in model.named_parameters():
+        assert weight.grad is not None and torch.count_nonzero(weight.grad) > 0, name

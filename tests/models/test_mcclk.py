@@ -20,6 +20,7 @@ from simkgcl.models.ops import (
 )
 from tests.models.equivalence import (
     TIGHT,
+    assert_every_parameter_learns,
     assert_seeded_forward_repeats,
     assert_terms_and_gradients_close,
     share_ranking_seen_items_higher,
@@ -240,10 +241,7 @@ def test_edge_sampling_keeps_recboles_share_of_triples(monkeypatch):
 
 
 def test_every_parameter_receives_a_gradient_from_the_loss():
-    model = make_model()
-    sum(model(*BATCH).values()).backward()
-    for name, weight in model.named_parameters():
-        assert weight.grad is not None and torch.count_nonzero(weight.grad) > 0, name
+    assert_every_parameter_learns(make_model(), BATCH)
 
 
 def test_bad_config_is_rejected():
