@@ -177,3 +177,26 @@ def test_cli_recommend_for_items_and_hnsw_export_serve_the_blend(blended_run: To
         assert [r[2] for r in mine] == [run.item_tokens[i] for i in want_items], token
         np.testing.assert_allclose([float(r[3]) for r in mine], want_scores, rtol=1e-5,
                                    atol=1e-5)
+
+
+def test_http_for_items_serves_the_blend(blended_run: ToyRun) -> None:
+    import asyncio
+
+    import httpx
+
+    from simkgcl.serving.app import create_app
+
+    run = blended_run
+    app = create_app(RecommendationService.from_run_dir(run.run_dir))
+
+    async def post(body: object) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.post("/v1/recommendations/for-items", json=body)
+
+    resp = asyncio.run(post({"items": [run.item_tokens[7]], "k": 4}))
+    assert resp.status_code == 200, resp.text
+    want_items, want_scores = _brute(run, run.item_emb[7], 3.0, 4, {7})  # 1 item: β 3
+    got = resp.json()["items"]
+    assert [r["item"] for r in got] == [run.item_tokens[i] for i in want_items]
+    np.testing.assert_allclose([r["score"] for r in got], want_scores, rtol=1e-5, atol=1e-5)
