@@ -24,6 +24,7 @@ class ToyRun:
     user_emb: np.ndarray
     item_emb: np.ndarray
     seen: list[set[int]]
+    popularity: np.ndarray  # training interactions per item
 
     def brute_force(self, user_token: str, k: int, include_seen: bool = False) -> list[tuple[str, float]]:
         """Reference ranking: score every item in float64, drop seen, stable sort."""
@@ -43,7 +44,8 @@ def _toy_kg(rng: np.random.Generator) -> tuple[np.ndarray, list[str], list[str]]
     return triples, entities, ["rel:a", "rel b", "rel/c", "rel-d"]
 
 
-def make_toy_run(run_dir: Path, seed: int = 0) -> ToyRun:
+def make_toy_run(run_dir: Path, seed: int = 0, blend: dict | None = None) -> ToyRun:
+    """The toy run; ``blend`` (a ``BlendTable.to_dict()``) is stored with the item counts."""
     rng = np.random.default_rng(seed)
     user_tokens = [f"user-{3 * i + 11}" for i in range(N_USERS)]
     user_tokens[3] = "odd/token with space"  # must survive CLI and URLs
@@ -58,6 +60,7 @@ def make_toy_run(run_dir: Path, seed: int = 0) -> ToyRun:
         items += chosen.tolist()
     perm = rng.permutation(len(users))  # the trainer's order is arbitrary
     train_users, train_items = np.asarray(users)[perm], np.asarray(items)[perm]
+    popularity = np.bincount(train_items, minlength=N_ITEMS)
     user_emb = rng.standard_normal((N_USERS, DIM)).astype(np.float32)
     item_emb = rng.standard_normal((N_ITEMS, DIM)).astype(np.float32)
     save_artifact(
@@ -67,11 +70,13 @@ def make_toy_run(run_dir: Path, seed: int = 0) -> ToyRun:
         user_embeddings=torch.from_numpy(user_emb), item_embeddings=torch.from_numpy(item_emb),
         train_users=train_users, train_items=train_items,
         kg=_toy_kg(rng),
+        blend=blend,
+        popularity=None if blend is None else torch.from_numpy(popularity.astype(np.float32)),
     )
     seen = [set() for _ in range(N_USERS)]
     for u, i in zip(train_users.tolist(), train_items.tolist(), strict=True):
         seen[u].add(i)
-    return ToyRun(run_dir, user_tokens, item_tokens, user_emb, item_emb, seen)
+    return ToyRun(run_dir, user_tokens, item_tokens, user_emb, item_emb, seen, popularity)
 
 
 

@@ -2,5 +2,7 @@
 
 from simkgcl.calibration.blend import BlendTable, ScoreBlend, popularity_prior
 from simkgcl.calibration.fit import DEFAULT_GRID, fit_blend
+from simkgcl.calibration.inner_product import InnerProductBlend
 
-__all__ = ["DEFAULT_GRID", "BlendTable", "ScoreBlend", "fit_blend", "popularity_prior"]
+__all__ = ["DEFAULT_GRID", "BlendTable", "InnerProductBlend", "ScoreBlend", "fit_blend",
+           "popularity_prior"]

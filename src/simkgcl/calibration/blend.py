@@ -24,7 +24,9 @@ Why these choices:
   Any increasing ``f`` alone ranks like "most popular", so a large β recovers the pop model.
 
 The blend is applied to full-ranking scores before training items are masked, identically in
-the evaluator (a :data:`~simkgcl.evaluation.evaluator.ScoreTransform`) and in serving.
+the evaluator (a :data:`~simkgcl.evaluation.evaluator.ScoreTransform`) and in serving. An
+approximate inner-product index cannot score every item; it serves the same blend through
+augmented item and query rows (:mod:`simkgcl.calibration.inner_product`).
 :class:`BlendTable` is the JSON-able fitted table the artifact stores (no pickle);
 :class:`ScoreBlend` is it bound to a popularity vector and each user's training count.
 """

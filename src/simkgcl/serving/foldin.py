@@ -26,8 +26,11 @@ model's user rows are, which the artifact records:
   ``lambda`` = the mean diagonal), so the mean is the default. That comparison was made on
   lastfm-kg's test split; ml-100k was measured after the choice.
 
-The scale of ``u`` is arbitrary for ``mean`` and ``least_squares``: scores of folded-in users rank
-items, they are not comparable with trained users' scores.
+The scale of ``u`` is arbitrary for ``mean`` and ``least_squares``: raw scores of folded-in users
+rank items, they are not comparable with trained users' scores. With an artifact's popularity
+blend the service serves blended scores (per-user z-scores, which drop that scale, plus β times
+the prior), with the β of the group containing ``|H|``
+(:class:`~simkgcl.serving.recommend.RecommendationService`, module docstring).
 
 Measured against the trained rows on the test users of lastfm-kg and ml-100k in BENCHMARKS.md
 (``bench/bench_foldin.py``).

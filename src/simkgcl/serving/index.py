@@ -13,10 +13,13 @@ nearest-neighbour index answers a query by visiting a small part of the catalogu
   centroids score highest.
 
 Neither changes the scores: both store the raw vectors (``Flat``), so every returned score is the
-exact ``u . i``; only which items are visited is approximate. Excluding a user's seen items stays
-exact whatever the index: the search over-fetches ``k + (number of excluded items)`` candidates
-and drops the excluded ones, so an excluded item can never come back, and with an exact search
-at least ``k`` unexcluded items always remain (fewer only when fewer exist).
+exact ``u . i``; only which items are visited is approximate. An artifact with a popularity blend
+is served through the same indexes, built over the item rows plus one column (the prior) and
+queried with augmented user rows (:mod:`simkgcl.calibration.inner_product`); the service turns
+the raw scores back into blended ones. Excluding a user's seen items stays exact whatever the
+index: the search over-fetches ``k + (number of excluded items)`` candidates and drops the
+excluded ones, so an excluded item can never come back, and with an exact search at least ``k``
+unexcluded items always remain (fewer only when fewer exist).
 Recall against exact top-k and speed are in BENCHMARKS.md (``bench/bench_ann.py``).
 """
 
