@@ -21,11 +21,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+SIMKGCL_SEED = {"learning_rate": 1e-3, "cl_rate": 0.5, "ig_drop_rate": 0.5}
 CASES: dict[str, dict[str, Any]] = {
     "bpr": {"model": "bpr"},
     "lightgcn": {"model": "lightgcn"},
-    "simkgcl-pure": {"model": "simkgcl", "kg_view": "pure"},
-    "simkgcl-fused": {"model": "simkgcl", "kg_view": "fused"},
+    # the seed's values, pinned: the recorded figures predate the issue-13 package defaults
+    "simkgcl-pure": {"model": "simkgcl", "kg_view": "pure", **SIMKGCL_SEED},
+    "simkgcl-fused": {"model": "simkgcl", "kg_view": "fused", **SIMKGCL_SEED},
 }
 TIMING_FIELDS = ("train_seconds", "valid_seconds")
 

@@ -30,6 +30,13 @@ The default is ``pure``: with the seed's other settings it reaches a much higher
 NDCG@20 on ml-100k (the fused model peaks at epoch 0 there) and a higher one on lastfm-kg
 (BENCHMARKS.md); ``kg_view: fused`` reproduces the seed's code.
 
+Package defaults that depart from the seed (``configs/simkgcl.yaml`` keeps all of the seed's):
+``learning_rate`` 6.05e-3 (seed 1e-3), ``cl_rate`` 0.119 (0.5), ``ig_drop_rate`` 0.373 (0.5) and
+``kg_view: pure`` (fused). They are the best trial of the issue-7 searches on the *validation*
+splits of lastfm-kg and ml-100k (the same trial won on both; rounded to three digits), adopted in
+issue 13 because the seed's values lose to SGL on lastfm-kg's test split while these beat SGL on
+both datasets (3 seeds; BENCHMARKS.md "SimKGCL's defaults").
+
 Loss terms: ``bpr_reg`` = sum over the batch of ``-log(1e-10 + sigmoid(pos - neg))`` on the IG view
 plus ``reg_weight`` x the unsquared Frobenius norms of the batch's layer-0 user, positive and
 negative rows; ``cl`` = ``cl_rate`` x (InfoNCE over the batch's unique users + InfoNCE over its
@@ -83,7 +90,7 @@ KG_VIEWS = ("fused", "pure")
 
 
 class SimKGCL(Recommender):
-    """SimKGCL with the seed's defaults; see the module docstring for the maths."""
+    """SimKGCL; see the module docstring for the maths and where the defaults come from."""
 
     name: ClassVar[str] = "simkgcl"
     # The loss does not split over a batch's rows (InfoNCE contrasts the batch's unique users and
@@ -94,11 +101,13 @@ class SimKGCL(Recommender):
         "embedding_size": KeySpec(64, int_in(1), "embedding dimension d"),
         "n_layers": KeySpec(3, int_in(1), "propagation layers L"),
         "reg_weight": KeySpec(1e-4, float_in(0.0), "weight of the L2 term on layer-0 rows"),
-        "cl_rate": KeySpec(0.5, float_in(0.0), "weight of the InfoNCE term"),
+        # A run key with this model's own default (module docstring: chosen on validation).
+        "learning_rate": KeySpec(6.05e-3, float_in(0.0, lo_open=True), "optimiser step size"),
+        "cl_rate": KeySpec(0.119, float_in(0.0), "weight of the InfoNCE term"),
         "tau": KeySpec(0.2, float_in(0.0, lo_open=True), "InfoNCE temperature"),
         "kg_drop_rate": KeySpec(0.1, float_in(0.0, 1.0, hi_open=True),
                                 "share of KG triples dropped per KG step when training"),
-        "ig_drop_rate": KeySpec(0.5, float_in(0.0, 1.0, hi_open=True),
+        "ig_drop_rate": KeySpec(0.373, float_in(0.0, 1.0, hi_open=True),
                                 "share of user-item entries dropped in the KG step's user rows"),
         "mess_drop_rate": KeySpec(0.1, float_in(0.0, 1.0, hi_open=True),
                                   "message dropout on the KG step's output"),
