@@ -28,7 +28,9 @@ BATCH = (
 def make_model(**overrides):
     """SimKGCL on the toy graph in float64, dropout off unless overridden."""
     torch.manual_seed(7)
-    config = {"embedding_size": 6, "n_layers": 3, **NO_DROPOUT, **overrides}
+    # the loss weights the tests' references use (the seed's; package defaults may move)
+    config = {"embedding_size": 6, "n_layers": 3, "reg_weight": 1e-4, "cl_rate": 0.5, "tau": 0.2,
+              **NO_DROPOUT, **overrides}
     model = get_model_class("simkgcl")(toy_graph(), config).double()
     with torch.no_grad():  # larger relation rows make the attention weights far from uniform
         model.relation_embedding.weight.mul_(4.0)
