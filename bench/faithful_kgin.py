@@ -27,8 +27,6 @@ quantity to the JSON and prints a summary.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
+from faithful_common import header, parse_args, record_largest, write_results  # noqa: E402
 from recbole_bridge import (  # noqa: E402
     build_recbole,
     copy_rows,
@@ -161,35 +160,24 @@ def recbole_eval_samples_the_kg(split_name: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", default="lastfm-kg")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
-    out_path = Path(args.out or Path(__file__).resolve().parent / "results" / "faithful" /
-                    f"kgin-{args.split}.json")
+    split, out_path = parse_args("kgin", __doc__, argv)
     torch.set_num_threads(1)
-    results: dict[str, Any] = {"split": args.split, "batch_size": BATCH_SIZE,
-                               "metric": "max |ours - RecBole| / max |RecBole|"}
+    results = header(split, BATCH_SIZE)
     own_rounding: dict[str, float] = {}
     for ind in ("cosine", "distance", "mi"):
         logits_grads = []
         for dtype in (torch.float32, torch.float64):
             key = f"{str(dtype).removeprefix('torch.')}-{ind}"
-            results[key] = compare(args.split, ind, dtype)
+            results[key] = compare(split, ind, dtype)
             logits_grads.append(results[key].pop("_recbole_logits_grad"))
-            worst = max(v for k, v in results[key].items() if not k.startswith("value_"))
-            results[key]["largest"] = worst
-            print(f"{key}: largest relative difference {worst:.3g}")
+            record_largest(results, key)
         # same initial weights (same seed) in both precisions: RecBole float32 vs float64
         own_rounding[ind] = relative_difference(*logits_grads)
     results["recbole_float32_vs_float64_grad_intent_relation_logits"] = own_rounding
     print(f"RecBole's own float32 rounding of the logits' gradient: {own_rounding}")
-    results["recbole_eval_samples_the_kg"] = recbole_eval_samples_the_kg(args.split)
+    results["recbole_eval_samples_the_kg"] = recbole_eval_samples_the_kg(split)
     print(f"RecBole's evaluation samples the KG: {results['recbole_eval_samples_the_kg']}")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out_path}")
-
+    write_results(results, out_path)
 
 if __name__ == "__main__":
     main()

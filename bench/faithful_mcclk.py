@@ -25,7 +25,6 @@ quantity to the JSON and prints a summary.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import replace
@@ -35,6 +34,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
+from faithful_common import header, parse_args, record_largest, write_results  # noqa: E402
 from faithful_kgin import BATCH_SIZE, fixed_batch, relation_rows  # noqa: E402
 from recbole_bridge import (  # noqa: E402
     build_recbole,
@@ -140,26 +140,15 @@ def compare(split_name: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", default="lastfm-kg")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
-    out_path = Path(args.out or Path(__file__).resolve().parent / "results" / "faithful" /
-                    f"mcclk-{args.split}.json")
+    split, out_path = parse_args("mcclk", __doc__, argv)
     torch.set_num_threads(2)
-    results: dict[str, Any] = {"split": args.split, "batch_size": BATCH_SIZE,
-                               "metric": "max |ours - RecBole| / max |RecBole|", "dtype": "float32"}
+    results = header(split, BATCH_SIZE, dtype="float32")
     for label, params in (("default", {}), ("build_graph_separately-false",
                                             {"build_graph_separately": False})):
-        results[label] = compare(args.split, params)
-        worst = max(v for k, v in results[label].items() if not k.startswith("value_"))
-        results[label]["largest"] = worst
-        print(f"{label}: largest relative difference {worst:.3g}")
+        results[label] = compare(split, params)
+        record_largest(results, label)
         print(json.dumps(results[label], indent=1))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out_path}")
-
+    write_results(results, out_path)
 
 if __name__ == "__main__":
     main()

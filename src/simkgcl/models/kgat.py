@@ -74,7 +74,8 @@ final rows its validation cached (``restore_user_e``/``restore_entity_e``, its
 
 Checked against RecBole itself (not part of the tests, which need no RecBole): on lastfm-kg,
 with RecBole's parameters copied in by token and DGL's three calls stood in for, ``A0``, the
-attention update, the final rows and both losses agree to float32 rounding (issue 12 review).
+attention update, the final rows, both losses and their gradients agree to float32 rounding
+(``bench/faithful_kgat.py``; BENCHMARKS.md, KGAT section).
 
 The same maths written plainly (dense matrices, loops) is ``tests/models/reference_kgat.py``;
 the tests check that this model's attention, embeddings, losses and gradients equal it.
