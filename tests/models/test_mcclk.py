@@ -16,6 +16,7 @@ from simkgcl.models.ops import (
     fixed_width_matmul,
     grace_loss,
     knn_select,
+    mixed_knn_graph,
     normalized_knn_values,
 )
 from tests.models.equivalence import (
@@ -81,6 +82,8 @@ def test_fast_model_matches_plain_reference(overrides):
     views = model.views()
     for name, got, want in zip(("u_s", "e_s", "u_c", "i_c", "i_m"), views, ref_views,
                                strict=True):
+        if name == "i_m":  # the semantic view is read (and built) at the items only
+            want = want[: model.n_items]
         torch.testing.assert_close(got, want, atol=TIGHT, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
     terms = model(*BATCH)
     ref_terms = reference_losses(ref_views, params, *BATCH, cfg)
@@ -94,7 +97,8 @@ def test_final_embeddings_concatenate_the_views():
     users, items = model.final_embeddings()
     n = model.n_items
     torch.testing.assert_close(users, torch.cat([users_s, users_c], 1), atol=0, rtol=0)
-    torch.testing.assert_close(items, torch.cat([entities_s[:n], semantic[:n] + items_c], 1),
+    assert semantic.shape[0] == n
+    torch.testing.assert_close(items, torch.cat([entities_s[:n], semantic + items_c], 1),
                                atol=0, rtol=0)
 
 
@@ -124,6 +128,28 @@ def test_blocked_knn_graph_equals_the_dense_one():
     dense = torch.zeros(50, 50, dtype=torch.float64).scatter_(
         1, index, normalized_knn_values(cosines, index))
     torch.testing.assert_close(dense, knn_matrix(x, 6), atol=TIGHT, rtol=0)
+
+
+@pytest.mark.parametrize(("n_targets", "layers"), [(5, 1), (5, 2), (1, 3), (60, 1)])
+def test_graph_built_where_the_targets_look_gives_their_full_product(n_targets, layers):
+    """The first t rows of S^L x, S = 0.3 A(x1) + 0.7 A(x2) built only where they look, equal
+    those of the dense S of every row (the reference's full sort), gradients included."""
+    torch.manual_seed(13)
+    x1, x2 = torch.randn(60, 4, dtype=torch.float64), torch.randn(60, 4, dtype=torch.float64)
+    index, values = mixed_knn_graph((x1, x2), (0.3, 0.7), 3, n_targets, layers, block=7)
+    built = values.abs().sum(1) > 0
+    assert built[:n_targets].all()
+    if n_targets < 60:  # a few rings of 6 neighbours do not reach all 60 rows
+        assert not built.all()
+    dense = 0.3 * knn_matrix(x1, 3) + 0.7 * knn_matrix(x2, 3)
+    x = torch.randn(60, 2, dtype=torch.float64, requires_grad=True)
+    got, want = x, x
+    for _ in range(layers):
+        got, want = fixed_width_matmul(index, values, got), dense @ want
+    torch.testing.assert_close(got[:n_targets], want[:n_targets], atol=TIGHT, rtol=0)
+    weights = torch.randn(n_targets, 2, dtype=torch.float64)
+    grads = [torch.autograd.grad((y[:n_targets] * weights).sum(), x)[0] for y in (got, want)]
+    torch.testing.assert_close(grads[0], grads[1], atol=TIGHT, rtol=0)
 
 
 def test_fixed_width_product_and_its_gradient_by_dense_matrix():

@@ -84,11 +84,10 @@ from simkgcl.models.ops import (
     grace_loss,
     interaction_weights,
     keep_mask,
-    knn_select,
     l2_normalize_rows,
     layer_mean,
     mean_adjacency,
-    normalized_knn_values,
+    mixed_knn_graph,
     propagate_layers,
     relational_aggregate,
     sampled_subset,
@@ -238,7 +237,8 @@ class MCCLK(Recommender):
 
     def _knn_graph(self, aggregated: Tensor, entities: Tensor) -> tuple[Tensor, Tensor]:
         """``S = (1 - lambda) A(aggregated) + lambda A(entities)`` as (columns, values), ``2k``
-        per row; in training, the one built at the last refresh (see ``knn_refresh_steps``)."""
+        per row, on the rows the items' semantic rows read (the others empty); in training,
+        the one built at the last refresh (see ``knn_refresh_steps``)."""
         step, every = self._knn_step, self.knn_refresh_steps
         fresh = not self.training or self._knn_cache is None or (
             step == 0 if every == 0 else step % every == 0)
@@ -247,18 +247,17 @@ class MCCLK(Recommender):
         if not fresh:
             assert self._knn_cache is not None
             return self._knn_cache
-        (cos_a, index_a), (cos_e, index_e) = (knn_select(x, self.k) for x in (aggregated,
-                                                                               entities))
-        values = torch.cat([(1.0 - self.lambda_coeff) * normalized_knn_values(cos_a, index_a),
-                            self.lambda_coeff * normalized_knn_values(cos_e, index_e)], dim=1)
-        graph = (torch.cat([index_a, index_e], dim=1), values)
+        graph = mixed_knn_graph((aggregated, entities),
+                                (1.0 - self.lambda_coeff, self.lambda_coeff), self.k,
+                                n_targets=self.n_items, layers=self.item_agg_layer)
         if self.training:
             self._knn_cache = graph
         return graph
 
     def views(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """(u_s, e_s, u_c, i_c, i_m): structural users / entities (E rows), collaborative users /
-        items, semantic entities (E rows); dropout on when training."""
+        items, semantic items (I rows: the only rows of the semantic view anything reads);
+        dropout on when training."""
         kg, n_users = self.kg, self.n_users
         weight = self.entity_embedding.weight
         with torch.autocast(weight.device.type, enabled=False):
@@ -279,7 +278,7 @@ class MCCLK(Recommender):
             semantic_layers = [entities0]
             for _ in range(self.item_agg_layer):
                 semantic_layers.append(fixed_width_matmul(index, values, semantic_layers[-1]))
-            semantic = layer_mean(semantic_layers)
+            semantic = layer_mean([layer[: self.n_items] for layer in semantic_layers])
             collab0 = torch.cat([users0, entities0[: self.n_items]])
             collab = layer_mean([collab0, *propagate_layers(
                 collab0, [(self.collab_graph, self.collab_values)] * self.lightgcn_layer)])
@@ -329,4 +328,4 @@ class MCCLK(Recommender):
         users_s, entities_s, users_c, items_c, semantic = self.views()
         n_items = self.n_items
         return (torch.cat([users_s, users_c], dim=1),
-                torch.cat([entities_s[:n_items], semantic[:n_items] + items_c], dim=1))
+                torch.cat([entities_s[:n_items], semantic + items_c], dim=1))

@@ -42,7 +42,12 @@ from simkgcl.models.ops.dropout import (
 from simkgcl.models.ops.grace import grace_loss
 from simkgcl.models.ops.independence import INDEPENDENCE_KINDS, independence_loss
 from simkgcl.models.ops.info_nce import info_nce
-from simkgcl.models.ops.knn import fixed_width_matmul, knn_select, normalized_knn_values
+from simkgcl.models.ops.knn import (
+    fixed_width_matmul,
+    knn_select,
+    mixed_knn_graph,
+    normalized_knn_values,
+)
 from simkgcl.models.ops.noise import add_sign_aligned, random_directions
 from simkgcl.models.ops.normalize import l2_normalize_rows
 from simkgcl.models.ops.precision import at_least_float32, to_at_least_float32
@@ -83,6 +88,7 @@ __all__ = [
     "keep_mask",
     "kept_subset",
     "knn_select",
+    "mixed_knn_graph",
     "l2_normalize_rows",
     "layer_mean",
     "mean_adjacency",
