@@ -7,7 +7,8 @@ matched by original token (users, items, entities; relation rows by token, RecBo
 dropout off on both (``node_dropout_rate`` 0, ``mess_dropout_rate`` 0) and compares:
 
 * the five views RecBole's ``forward`` returns (structural users and entities, collaborative
-  users and items, semantic entities) and the full-sort scores of a few users;
+  users and items, semantic items: the rows of the semantic view that anything reads) and the
+  full-sort scores of a few users;
 * each loss term on one fixed batch (BPR, the L2 term, the local and the global contrastive
   terms; RecBole's ``calculate_loss`` total too) and the gradient of the total for every table.
 
@@ -84,9 +85,9 @@ def compare(split_name: str, params: dict[str, Any]) -> dict[str, Any]:
     sem, u_c, i_c, u_s, e_s = theirs.forward()
     mine = ours.views()
     their_views = (u_s[maps["user"]], e_s[maps["entity"]], u_c[maps["user"]],
-                   i_c[maps["item"]], sem[maps["entity"]])
+                   i_c[maps["item"]], sem[maps["entity"][: ours.n_items]])
     for name, a, b in zip(("structural_users", "structural_entities", "collaborative_users",
-                           "collaborative_items", "semantic_entities"), mine, their_views,
+                           "collaborative_items", "semantic_items"), mine, their_views,
                           strict=True):
         out[f"view_{name}"] = relative_difference(a, b)
     users_e, items_e = ours.final_embeddings()
