@@ -133,3 +133,21 @@ def assert_every_parameter_learns(model: torch.nn.Module, batch: tuple) -> None:
     sum(model(*batch).values()).backward()
     for name, weight in model.named_parameters():
         assert weight.grad is not None and torch.count_nonzero(weight.grad) > 0, name
+
+
+def assert_eval_uses_every_triple_unless_sampling(make_model: Callable[..., torch.nn.Module]
+                                                   ) -> None:
+    """With dropout rates set, evaluation embeddings repeat and equal those of a model without
+    edge sampling (every triple, no dropout); with ``eval_edge_sampling`` they are redrawn."""
+    model = make_model(node_dropout_rate=0.5, mess_dropout_rate=0.3).eval()
+    full = make_model(node_dropout_rate=0.0).eval()
+    with torch.no_grad():
+        a, b = model.final_embeddings(), model.final_embeddings()
+        want = full.final_embeddings()
+    for got, again, plain in zip(a, b, want, strict=True):
+        assert torch.equal(got, again)
+        torch.testing.assert_close(got, plain, atol=0, rtol=0)
+    sampled = make_model(node_dropout_rate=0.5, eval_edge_sampling=True).eval()
+    with torch.no_grad():
+        c, d = sampled.final_embeddings(), sampled.final_embeddings()
+    assert not torch.equal(c[1], d[1])

@@ -14,6 +14,7 @@ from simkgcl.models import get_model_class
 from simkgcl.models.ops import independence_loss
 from tests.models.equivalence import (
     TIGHT,
+    assert_eval_uses_every_triple_unless_sampling,
     assert_every_parameter_learns,
     share_ranking_seen_items_higher,
 )
@@ -108,18 +109,7 @@ def test_distance_correlation_detects_dependence():
 
 
 def test_eval_embeddings_are_deterministic_unless_edge_sampling_in_eval():
-    model = make_model(node_dropout_rate=0.5, mess_dropout_rate=0.3)
-    model.eval()
-    with torch.no_grad():
-        a, b = model.final_embeddings(), model.final_embeddings()
-        full = make_model(**{"node_dropout_rate": 0.0}).final_embeddings()
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    torch.testing.assert_close(a[1], full[1], atol=0, rtol=0)  # every triple, no dropout
-    sampled = make_model(node_dropout_rate=0.5, eval_edge_sampling=True)
-    sampled.eval()
-    with torch.no_grad():
-        c, d = sampled.final_embeddings(), sampled.final_embeddings()
-    assert not torch.equal(c[1], d[1])
+    assert_eval_uses_every_triple_unless_sampling(make_model)
 
 
 def test_bad_config_is_rejected():

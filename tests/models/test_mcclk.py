@@ -21,6 +21,7 @@ from simkgcl.models.ops import (
 )
 from tests.models.equivalence import (
     TIGHT,
+    assert_eval_uses_every_triple_unless_sampling,
     assert_every_parameter_learns,
     assert_seeded_forward_repeats,
     assert_terms_and_gradients_close,
@@ -233,18 +234,7 @@ def test_dropout_draws_are_seeded_and_fresh():
 
 
 def test_eval_embeddings_are_deterministic_unless_edge_sampling_in_eval():
-    model = make_model(node_dropout_rate=0.5, mess_dropout_rate=0.3)
-    model.eval()
-    with torch.no_grad():
-        a, b = model.final_embeddings(), model.final_embeddings()
-        full = make_model().eval().final_embeddings()
-    assert torch.equal(a[1], b[1])
-    torch.testing.assert_close(a[1], full[1], atol=0, rtol=0)  # every triple, no dropout
-    sampled = make_model(node_dropout_rate=0.5, eval_edge_sampling=True)
-    sampled.eval()
-    with torch.no_grad():
-        c, d = sampled.final_embeddings(), sampled.final_embeddings()
-    assert not torch.equal(c[1], d[1])
+    assert_eval_uses_every_triple_unless_sampling(make_model)
 
 
 def test_edge_sampling_keeps_recboles_share_of_triples(monkeypatch):
