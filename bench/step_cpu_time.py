@@ -6,6 +6,7 @@ compare the best figures. No optimiser step (the parameters stay fixed, every st
 work); dropout is on, as in training.
 
     OMP_NUM_THREADS=1 python bench/step_cpu_time.py --model simkgcl --dataset ../shared/splits/lastfm-kg
+        [--checkpoint RUN/checkpoints/best.pt] [key=value ...]
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shuffle", action="store_true",
                         help="a random batch of training rows, as the sampler draws them (default: "
                              "the first rows, which hold fewer distinct users)")
+    parser.add_argument("--checkpoint", help="start from a training checkpoint's weights (some "
+                        "models' work depends on them: MCCLK's kNN rows)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     args = parser.parse_args(argv)
 
@@ -56,6 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     dataset, split = load_data(config)
     torch.manual_seed(config["seed"])
     model = get_model_class(config["model"])(build_graph(dataset, split), config)
+    if args.checkpoint:
+        from simkgcl.training.checkpoint import load_checkpoint, load_model_weights
+
+        load_model_weights(model, load_checkpoint(args.checkpoint)["model"], args.checkpoint)
     model.train()
     # per-epoch draws (SGL's augmented graphs) as the trainer makes them before epoch 0
     model.on_epoch_start(0, epoch_generator(config["seed"], 0, MODEL_EPOCH_STREAM))
