@@ -58,9 +58,10 @@ Speed (BENCHMARKS.md "MCCLK"): the kNN selection is blocked, without autograd or
 matrix, and made only for the rows the items' semantic rows read — the items and, for their
 neighbours' row sums, the neighbours (:func:`~simkgcl.models.ops.mixed_knn_graph`; only the
 item rows of the semantic view enter scores and losses, so they and every gradient are those of
-the full graph): on ml-100k (1,682 items, 34,712 entities) 2.3x less CPU time at initialisation
-and 6x less wall time for the first validation (52 s -> 8.5 s), the same metrics. It is applied as a
-fixed-width CSR product (:func:`~simkgcl.models.ops.fixed_width_matmul`); the graph-building hops run without autograd
+the full graph). ``bench/knn_rows.py``: on ml-100k (1,682 items, 34,712 entities) 4.1x less kNN
+CPU time at the initial weights and 18.7x once trained (its first validation: 52 s -> 8.5 s);
+on lastfm-kg 1.1x and 2.5x. The graph is applied as a fixed-width CSR product
+(:func:`~simkgcl.models.ops.fixed_width_matmul`); the graph-building hops run without autograd
 (they only feed the constant graph); the KG hops run on
 :class:`~simkgcl.models.kg_index.KGIndex`; GRACE is computed once per distinct id of the batch,
 weighted by its count (the same sums), as single autograd functions. The plain reference is

@@ -43,17 +43,9 @@ KNN_BLOCK = 1024  # rows per slab of cosines
 @torch.no_grad()
 def knn_select(x: Tensor, k: int, block: int = KNN_BLOCK) -> tuple[Tensor, Tensor]:
     """(cosines ``n x k``, neighbour columns ``n x k`` int64), largest first, per row of ``x``."""
-    if not 0 < k <= x.shape[0]:
-        raise ValueError(f"k = {k} neighbours among {x.shape[0]} rows")
-    unit = l2_normalize_rows(x.detach())
-    n = unit.shape[0]
-    values = unit.new_empty(n, k)
-    index = torch.empty(n, k, dtype=torch.long, device=unit.device)
-    unit_t = unit.t().contiguous()
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        torch.topk(unit[start:stop] @ unit_t, k, dim=1, out=(values[start:stop], index[start:stop]))
-    return values, index
+    selection = _LazyKnn(x, k, block)
+    selection.ensure(torch.arange(selection.unit.shape[0], device=selection.unit.device))
+    return selection.cosines, selection.index
 
 
 class _LazyKnn:
