@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     rows_s, rows = timed(n_items)
     selected = torch.unique(torch.cat([torch.arange(n_items),
                                        rows[0][:n_items].reshape(-1)])).numel()
-    semantic = [layer_mean([x, fixed_width_matmul(*graph, x)])[:n_items]
-                for graph in (full, rows) for x in (tables[1],)]
+    entities = tables[1]  # MCCLK's semantic view: the layer mean of e and S e, read at the items
+    semantic = [layer_mean([entities, fixed_width_matmul(*graph, entities)])[:n_items]
+                for graph in (full, rows)]
     print(f"{args.dataset}: {n_items} items, {n_entities} entities, k = {model.k}, "
           f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'initial weights'}")
     print(f"every row:        {full_s:.3f} CPU s ({n_entities} rows selected over)")
