@@ -160,3 +160,103 @@ def test_model_embeddings_computed_once_in_eval_mode_and_mode_restored() -> None
     assert model.calls == 1
     assert model.mode_seen == [False]
     assert model.training
+
+
+# -- ranking by counting (no topk) when only the hits matter --------------------------------------
+
+HIT_METRICS = ["Recall", "NDCG", "MRR", "Hit", "Precision", "MAP"]
+
+
+def _plain_metrics(scores: np.ndarray, heldout: dict[int, set[int]],
+                   excluded: dict[int, set[int]], topk: list[int]) -> dict[str, float]:
+    """The ranking metrics by sorting each user's candidate items (a stable sort of the negated
+    scores): no code shared with the evaluator. Scores here never tie."""
+    sums: dict[str, float] = {f"{m}@{k}": 0.0 for m in HIT_METRICS for k in topk}
+    for user, pos in heldout.items():
+        candidates = [i for i in range(scores.shape[1]) if i not in excluded.get(user, set())]
+        ranked = sorted(candidates, key=lambda i: -scores[user, i])
+        for k in topk:
+            hit_pos = [p for p, i in enumerate(ranked[:k]) if i in pos]  # 0-based positions
+            n_hits = len(hit_pos)
+            sums[f"Recall@{k}"] += n_hits / len(pos)
+            sums[f"Precision@{k}"] += n_hits / k
+            sums[f"Hit@{k}"] += float(n_hits > 0)
+            sums[f"MRR@{k}"] += 1.0 / (hit_pos[0] + 1) if hit_pos else 0.0
+            ideal = sum(1.0 / math.log2(p + 2) for p in range(min(len(pos), k)))
+            sums[f"NDCG@{k}"] += sum(1.0 / math.log2(p + 2) for p in hit_pos) / ideal
+            precisions = [(j + 1) / (p + 1) for j, p in enumerate(hit_pos)]
+            sums[f"MAP@{k}"] += sum(precisions) / min(len(pos), k)
+    return {name: value / len(heldout) for name, value in sums.items()}
+
+
+def _by_user(inter: Interactions) -> dict[int, set[int]]:
+    out: dict[int, set[int]] = {}
+    for u, i in zip(inter.users.tolist(), inter.items.tolist(), strict=True):
+        out.setdefault(u, set()).add(i)
+    return out
+
+
+@pytest.mark.parametrize("budget", [40, 400, 10**6])  # one user, ten users, all users per batch
+def test_counted_ranks_give_the_metrics_of_a_plain_sort(budget: int) -> None:
+    train, test, ue, ie = _random_problem(seed=3)
+    ev = Evaluator(50, 40, metrics=HIT_METRICS, topk=[1, 5, 10], eval_batch_size=budget)
+    task = ev.task(test, [train])
+    assert task.pos_keys.numel() <= ev.count_ranks_below * task.n_rows  # the counting path
+    got = ev.evaluate_embeddings(ue, ie, task)
+    want = _plain_metrics((ue @ ie.T).numpy(), _by_user(test), _by_user(train), [1, 5, 10])
+    assert got == pytest.approx(want, abs=1e-12)
+    ev.count_ranks_below = -1.0  # every batch through topk: the very same numbers
+    assert ev.evaluate_embeddings(ue, ie, task) == got
+
+
+def _tied_problem():
+    """Integer scores (like popularity counts): most held-out items tie with other items."""
+    rng = np.random.default_rng(4)
+    train, test, _, _ = _random_problem(seed=4)
+    item_emb = torch.from_numpy(rng.integers(0, 6, size=(40, 1))).float()
+    user_emb = torch.ones(50, 1)
+    return train, test, user_emb, item_emb
+
+
+def test_ties_are_ranked_as_topk_ranks_them() -> None:
+    train, test, ue, ie = _tied_problem()
+    ev = Evaluator(50, 40, metrics=HIT_METRICS, topk=[3, 10], eval_batch_size=400)
+    task = ev.task(test, [train])
+    scores = ue[task.users[:10]] @ ie.T
+    assert ev._hits_by_rank(scores, 0, 10, task) is None  # a tie: counting declines
+    counted = ev.evaluate_embeddings(ue, ie, task)
+    ev.count_ranks_below = -1.0
+    assert ev.evaluate_embeddings(ue, ie, task) == counted
+    # Had ties been counted in the held-out item's favour (its position = items strictly above
+    # it), Recall@3 would be higher: the fallback to topk is what keeps the two paths equal.
+    scores_all = (ue @ ie.T).numpy()
+    train_by_user, optimistic = _by_user(train), 0.0
+    for user, pos in _by_user(test).items():
+        allowed = [i for i in range(40) if i not in train_by_user.get(user, set())]
+        above = [sum(scores_all[user, j] > scores_all[user, i] for j in allowed) for i in pos]
+        optimistic += sum(a < 3 for a in above) / len(pos)
+    assert optimistic / task.n_rows > counted["Recall@3"] + 0.05
+
+
+def test_a_nan_score_sends_the_batch_to_topk() -> None:
+    train, test, ue, ie = _random_problem(seed=5)
+    ie = ie.clone()
+    ie[7, 0] = float("nan")
+    ev = Evaluator(50, 40, metrics=HIT_METRICS, topk=[5, 10], eval_batch_size=400)
+    task = ev.task(test, [train])
+    assert ev._hits_by_rank(ue[task.users[:10]] @ ie.T, 0, 10, task) is None
+    counted = ev.evaluate_embeddings(ue, ie, task)
+    ev.count_ranks_below = -1.0
+    assert ev.evaluate_embeddings(ue, ie, task) == counted
+
+
+def test_an_excluded_heldout_item_is_never_credited_either_way() -> None:
+    # user 0's held-out item 1 is also a training item: masked, so never a hit, and its -inf
+    # score must not count as a tie with the other masked item.
+    ev = Evaluator(3, 5, metrics=HIT_METRICS, topk=[1, 4], eval_batch_size=1000)
+    task = ev.task(_inter([(0, 1), (1, 3)]), [_inter([(0, 0), (0, 1), (1, 4)])])
+    counted = ev.evaluate_embeddings(USER_EMB, ITEM_EMB, task)
+    assert counted["Recall@4"] == pytest.approx((0 + 1) / 2)  # user 1 ranks [3, 2, 1, 0]
+    assert counted["Recall@1"] == pytest.approx((0 + 1) / 2)
+    ev.count_ranks_below = -1.0
+    assert ev.evaluate_embeddings(USER_EMB, ITEM_EMB, task) == counted
