@@ -5,11 +5,12 @@ whenever the batch holds few held-out items per row and no score ties
 (:meth:`simkgcl.evaluation.Evaluator._hits_by_rank`); otherwise by ``topk``. This times one
 whole evaluation of a model's validation (and test) split both ways, wall-clock best of
 ``--rounds``, with the model's final embeddings computed once outside the timing, and checks
-that every metric agrees exactly. A sweep over ``count_ranks_below`` thresholds is not needed:
-the ``--force`` runs time each path over every batch, so the break-even per held-out item per
-row can be read off the datasets' figures.
+that every metric agrees exactly. Each path is forced on every batch (the threshold set to
+never / always count), so the figures show both sides of ``COUNT_RANKS_BELOW``; ``--sweep``
+times them on random tables with 1 to 64 held-out items per user, where the break-even lies.
 
     python bench/eval_rank_count.py --model kgin --dataset ../shared/splits/lastfm-kg --threads 2
+    python bench/eval_rank_count.py --sweep --threads 2
 """
 
 from __future__ import annotations
