@@ -13,8 +13,9 @@ anchors, not averaged. Two forms:
   counted as often as they occur), anchor ``x[r]``'s positive is ``y[r]`` and every row of ``y``
   enters the denominator (SGL as RecBole computes it).
 
-Each form is one autograd function around the exponentials ``E`` of the logits and their row
-sums ``s``: the loss and the gradients ``(E b / s - b) / tau`` and ``(E.T (a / s) - a) / tau``
+Each form is one autograd function around the exponentials ``E`` of the logits (computed as
+``exp2`` of the logits times ``log2 e``: the same values to rounding, ~1.8x faster than ``exp``)
+and their row sums ``s``: the loss and the gradients ``(E b / s - b) / tau`` and ``(E.T (a / s) - a) / tau``
 (second form: ``b_p(i)`` for ``b``, ``a`` subtracted at the rows ``p(i)``) need no softmax
 divided out over ``E`` and no ``logsumexp`` backward. The logits of unit rows lie in
 ``[-1/tau, 1/tau]``: for ``tau > 1/80`` their exponentials neither overflow nor underflow in
@@ -38,6 +39,8 @@ from simkgcl.models.ops.normalize import l2_normalize_rows
 from simkgcl.models.ops.precision import to_at_least_float32
 
 BLOCK = 128  # anchors per block of the second form: 128 x 3846 floats = 2 MB
+LOG2E = 1.4426950408889634  # log2(e): logits times this are exponentiated with exp2
+LN2 = 0.6931471805599453  # ln(2): base-2 logits times this are natural logits again
 
 
 def info_nce(view1: Tensor, view2: Tensor, tau: float, rows: Tensor | None = None) -> Tensor:
@@ -57,14 +60,17 @@ def info_nce(view1: Tensor, view2: Tensor, tau: float, rows: Tensor | None = Non
         return _AnchorInfoNCE.apply(a, b, tau, ids, counts.to(a.dtype).unsqueeze(1))
 
 
-def _exponentials(logits: Tensor, inv_tau: float) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``exp(logits - shift)`` in place, its row sums, and the row max ``shift`` subtracted
-    (``None`` when ``1/tau < 80``: no shift is needed)."""
+def _exponentials(logits2: Tensor, inv_tau: float) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``2 ** (logits2 - shift)`` in place, its row sums, and the shift subtracted, in natural
+    units (``None`` when ``1/tau < 80``: no shift is needed). ``logits2`` are the logits in base 2
+    (times ``log2 e``): ``exp2`` is ~1.8x faster than ``exp`` on CPU (128 x 3846 logits: 196 vs
+    343 us on 2 threads, 268 vs 490 us on one) and gives the same exponentials to rounding."""
     shift = None
     if inv_tau >= 80.0:
-        shift = logits.amax(dim=1, keepdim=True)
-        logits.sub_(shift)
-    exps = logits.exp_()
+        shift = logits2.amax(dim=1, keepdim=True)
+        logits2.sub_(shift)
+        shift = shift * LN2
+    exps = logits2.exp2_()
     return exps, exps.sum(dim=1, keepdim=True), shift
 
 
@@ -74,9 +80,9 @@ class _InfoNCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, tau: float) -> Tensor:
         inv_tau = 1.0 / tau
-        logits = torch.mm(a * inv_tau, b.t())
-        positive = torch.diagonal(logits).sum()
-        exps, totals, shift = _exponentials(logits, inv_tau)
+        logits2 = torch.mm(a * (inv_tau * LOG2E), b.t())
+        positive = torch.diagonal(logits2).sum() * LN2
+        exps, totals, shift = _exponentials(logits2, inv_tau)
         lse = totals.log().sum()
         if shift is not None:
             lse = lse + shift.sum()
@@ -107,14 +113,14 @@ class _AnchorInfoNCE(torch.autograd.Function):
         need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_a = torch.empty_like(a) if need_a else None
         grad_b = torch.zeros_like(b) if need_b else None
-        scaled_b = b * inv_tau
+        scaled_b = b * (inv_tau * LOG2E)
         loss = a.new_zeros(())
         for start in range(0, a.shape[0], BLOCK):
             block = slice(start, start + BLOCK)
             anchors, targets, counts = a[block], positives[block], weights[block]
-            logits = torch.mm(anchors, scaled_b.t())
-            positive = logits.gather(1, targets.unsqueeze(1))
-            exps, totals, shift = _exponentials(logits, inv_tau)
+            logits2 = torch.mm(anchors, scaled_b.t())
+            positive = logits2.gather(1, targets.unsqueeze(1)) * LN2
+            exps, totals, shift = _exponentials(logits2, inv_tau)
             log_totals = totals.log() if shift is None else totals.log().add_(shift)
             loss = loss + ((log_totals - positive) * counts).sum()
             if need_a:
