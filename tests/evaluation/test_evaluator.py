@@ -277,3 +277,18 @@ def test_counts_of_higher_and_equal_scores_match_numpy(buffered: bool) -> None:
         assert got.tolist() == want.tolist()
         in_place = _count(scores, None, values[:300], compare, buffered=buffered)
         assert in_place.tolist() == plain(s, v[:300, None]).sum(1).tolist()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_counting_on_cuda_gives_the_cpu_metrics() -> None:
+    train, test, ue, ie = _random_problem(seed=7)
+    results = []
+    for device in ("cpu", "cuda"):
+        for threshold in (float("inf"), -1.0):  # always count, never count
+            ev = Evaluator(50, 40, metrics=HIT_METRICS, topk=[5, 10], eval_batch_size=400,
+                           device=device)
+            ev.count_ranks_below = threshold
+            results.append(ev.evaluate_embeddings(ue, ie, ev.task(test, [train])))
+    for other in results[1:]:
+        assert other == pytest.approx(results[0], abs=1e-12)
