@@ -8,10 +8,11 @@ ItemCoverage) and users hold few held-out items, the hits come instead from each
 position = the number of items scored strictly above it, counted without sorting; a batch where
 that position is ambiguous (a held-out item that could be listed ties with another item, or a
 NaN) is ranked by ``topk`` after all, so the metrics are always those of the ``topk`` path. On
-lastfm-kg's validation (one held-out item per user) this makes the ranking ~1.4x faster
-(bench/eval_rank_count.py; the score product is then most of the time). The number of users per batch follows from a
-budget of score cells (``eval_batch_size``, RecBole's meaning), so memory stays bounded whatever
-the catalogue size. The index structures of a split are built once (:meth:`Evaluator.task`) and
+lastfm-kg's validation (one held-out item per user) this makes the evaluation ~1.4x faster
+(bench/eval_rank_count.py; the score product is then most of the time).
+
+The number of users per batch follows from a budget of score cells (``eval_batch_size``,
+RecBole's meaning), so memory stays bounded whatever the catalogue size. The index structures of a split are built once (:meth:`Evaluator.task`) and
 reused at every validation.
 
 With ``world_size > 1`` each rank evaluates its contiguous share of the users and the sums are
@@ -236,6 +237,7 @@ class Evaluator:
         keys = task.pos_keys[lo:hi]
         rows = torch.div(keys, self.n_items, rounding_mode="floor") - start
         heldout = scores[rows, keys - (rows + start) * self.n_items]
+        # every row holds at least one held-out item (rows are the users that have some)
         first = torch.from_numpy(task.pos_indptr[start:end] - lo).to(device)
         higher = torch.empty(hi - lo, dtype=torch.long, device=device)
         higher[first] = _count(scores, None, heldout[first], torch.gt).long()
