@@ -264,18 +264,19 @@ def test_an_excluded_heldout_item_is_never_credited_either_way() -> None:
 
 @pytest.mark.parametrize("buffered", [True, False])  # the CPU path and the one other devices take
 def test_counts_of_higher_and_equal_scores_match_numpy(buffered: bool) -> None:
-    from simkgcl.evaluation.evaluator import _count
+    from simkgcl.evaluation.evaluator import _count, _workspace
 
     rng = np.random.default_rng(6)
     scores = torch.from_numpy(rng.integers(0, 5, size=(300, 40))).float()  # many ties
     rows = torch.from_numpy(rng.integers(0, 300, size=600))
     values = torch.from_numpy(rng.integers(0, 5, size=600)).float()
     s, r, v = scores.numpy(), rows.numpy(), values.numpy()
+    workspace = _workspace(40, scores.dtype, scores.device) if buffered else None
     for compare, plain in ((torch.gt, np.greater), (torch.eq, np.equal)):
-        got = _count(scores, rows, values, compare, buffered=buffered)  # 600 rows: 3 chunks
+        got = _count(scores, rows, values, compare, workspace)  # 600 rows: 3 chunks
         want = plain(s[r], v[:, None]).sum(1)
         assert got.tolist() == want.tolist()
-        in_place = _count(scores, None, values[:300], compare, buffered=buffered)
+        in_place = _count(scores, None, values[:300], compare, workspace)
         assert in_place.tolist() == plain(s, v[:300, None]).sum(1).tolist()
 
 

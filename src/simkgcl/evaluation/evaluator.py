@@ -8,7 +8,7 @@ ItemCoverage) and users hold few held-out items, the hits come instead from each
 position = the number of items scored strictly above it, counted without sorting; a batch where
 that position is ambiguous (a held-out item that could be listed ties with another item, or a
 NaN) is ranked by ``topk`` after all, so the metrics are always those of the ``topk`` path. On
-lastfm-kg's validation (one held-out item per user) this makes the evaluation ~1.4x faster
+lastfm-kg's validation (one held-out item per user) this makes the evaluation ~1.7x faster
 (bench/eval_rank_count.py; the score product is then most of the time).
 
 The number of users per batch follows from a budget of score cells (``eval_batch_size``,
@@ -44,9 +44,16 @@ from simkgcl.models.base import Recommender
 from simkgcl.sampling.negative import rank_share
 
 # Held-out items per evaluated row up to which a batch is ranked by counting, not topk. Measured
-# with bench/eval_rank_count.py (2 threads, CPU): random tables over 4000 items, counting is 2.0x
-# faster at 1 per row, 1.0x at 8, 0.7x at 16; ml-100k's 10.2 per row over 1682 items, 1.3-1.4x.
+# with bench/eval_rank_count.py (2 threads, CPU): random tables over 4000 items, counting is 1.6x
+# faster at 1 per row, 1.0x at 4, 0.9x at 8, 0.7x at 16; ml-100k's 10.2 per row over 1682 items,
+# 1.3-1.4x; lastfm-kg's 1.03 per row over 3846 items, 1.7x.
 COUNT_RANKS_BELOW = 12.0
+
+# On CPU, score cells computed per step into one reused buffer (~4 MB of float32: it stays in
+# cache while it is ranked). A fresh 1,065 x 3,846 score matrix per batch costs about as much in
+# page faults as its product; in steps of ~256 rows into a reused buffer, lastfm-kg's validation
+# product and counting take 8.4 ms instead of 16-21 ms (2 threads).
+CPU_SCORE_CELLS = 1 << 20
 
 # (user ids of the rows (B,), raw scores (B, n_items)) -> the scores to rank (B, n_items)
 ScoreTransform = Callable[[Tensor, Tensor], Tensor]
@@ -104,6 +111,9 @@ class Evaluator:
         self.world_size = world_size
         # Budget of score cells per batch -> users per batch (at least one user).
         self.users_per_batch = max(1, int(eval_batch_size) // max(1, n_items))
+        # Rows scored per step: the budget, and on CPU at most CPU_SCORE_CELLS cells.
+        self.rows_per_step = self.users_per_batch if self.device.type != "cpu" else \
+            max(1, min(self.users_per_batch, CPU_SCORE_CELLS // max(1, n_items)))
         # Rank by counting (not topk) while a batch holds at most this many held-out items per
         # row (about where the two break even on CPU).
         self.count_ranks_below = COUNT_RANKS_BELOW
@@ -187,12 +197,18 @@ class Evaluator:
         With ``need_items=False`` (metrics that depend on the hits alone) a batch whose rows hold
         few held-out items is ranked by counting instead of ``topk``: see :meth:`_hits_by_rank`.
         """
-        item_t = item_emb.t()
+        user_emb, item_t = user_emb.detach(), item_emb.detach().t()  # nothing is differentiated
         n_items = self.n_items
-        for start in range(0, task.n_rows, self.users_per_batch):
-            end = min(start + self.users_per_batch, task.n_rows)
+        step = self.rows_per_step
+        # one score buffer for every step (see CPU_SCORE_CELLS)
+        buffer = torch.empty(min(step, task.n_rows), n_items, dtype=user_emb.dtype,
+                             device=user_emb.device)
+        workspace = _workspace(n_items, user_emb.dtype, user_emb.device) \
+            if not need_items and user_emb.device.type == "cpu" else None
+        for start in range(0, task.n_rows, step):
+            end = min(start + step, task.n_rows)
             batch_users = task.users[start:end]
-            scores = user_emb[batch_users] @ item_t
+            scores = torch.mm(user_emb[batch_users], item_t, out=buffer[: end - start])
             if transform is not None:
                 scores = transform(batch_users, scores)
             lo, hi = int(task.exclude_indptr[start]), int(task.exclude_indptr[end])
@@ -200,7 +216,7 @@ class Evaluator:
                 scores[task.exclude_rows[lo:hi] - start, task.exclude_items[lo:hi]] = float("-inf")
             n_heldout = int(task.pos_indptr[end] - task.pos_indptr[start])
             if not need_items and n_heldout <= self.count_ranks_below * (end - start):
-                hits = self._hits_by_rank(scores, start, end, task)
+                hits = self._hits_by_rank(scores, start, end, task, workspace)
                 if hits is not None:
                     yield start, end, None, hits
                     continue
@@ -214,8 +230,8 @@ class Evaluator:
                 hits = torch.zeros_like(keys, dtype=torch.bool)
             yield start, end, top_items, hits
 
-    def _hits_by_rank(self, scores: Tensor, start: int, end: int,
-                      task: RankingTask) -> Tensor | None:
+    def _hits_by_rank(self, scores: Tensor, start: int, end: int, task: RankingTask,
+                      workspace: tuple[Tensor, Tensor] | None = None) -> Tensor | None:
         """The hits matrix of rows ``start:end`` without sorting: a held-out item's position in
         the ranked list is the number of items scored strictly higher than it.
 
@@ -240,13 +256,15 @@ class Evaluator:
         # every row holds at least one held-out item (rows are the users that have some)
         first = torch.from_numpy(task.pos_indptr[start:end] - lo).to(device)
         higher = torch.empty(hi - lo, dtype=torch.long, device=device)
-        higher[first] = _count(scores, None, heldout[first], torch.gt).long()
+        higher[first] = _count(scores, None, heldout[first], torch.gt, workspace).long()
         others = torch.ones(hi - lo, dtype=torch.bool, device=device)
         others[first] = False
         others = others.nonzero().squeeze(1)
-        higher[others] = _count(scores, rows[others], heldout[others], torch.gt).long()
+        higher[others] = _count(scores, rows[others], heldout[others], torch.gt,
+                                workspace).long()
         listable = (torch.isfinite(heldout) & (higher < self.max_k)).nonzero().squeeze(1)
-        if bool((_count(scores, rows[listable], heldout[listable], torch.eq) > 1).any()):
+        equal = _count(scores, rows[listable], heldout[listable], torch.eq, workspace)
+        if bool((equal > 1).any()):
             return None
         hits[rows[listable], higher[listable]] = True
         return hits
@@ -331,29 +349,43 @@ _COUNT_CHUNK_ROWS = 256  # rows compared at once: the buffer stays in cache (1.6
 
 
 def _count(scores: Tensor, rows: Tensor | None, values: Tensor, compare,
-           buffered: bool | None = None) -> Tensor:
+           workspace: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """``counts[j]`` = how many entries x of score row ``rows[j]`` (row ``j`` when ``rows`` is
     None) have ``compare(x, values[j])``, as floats (exact: below 2**24 items in float32).
 
-    ``buffered`` (default: on CPU) writes the comparison into a float buffer and sums that: ~2x
-    faster on CPU than summing the boolean tensor (3.0 vs 6.8 ms for 1065 x 3846 scores, 2
-    threads); elsewhere the booleans are summed."""
-    n, n_items = values.numel(), scores.shape[1]
-    dtype = torch.float32 if n_items < 2 ** 24 else torch.float64
+    With a ``workspace`` (CPU: :func:`_workspace`) the gathered rows and the comparison go into
+    its two reused buffers, and the comparison is written as floats and summed: ~2x faster on
+    CPU than summing the boolean tensor (3.0 vs 6.8 ms for 1065 x 3846 scores, 2 threads), and
+    no fresh memory is touched per chunk (page faults cost as much as the comparison).
+    Without one (other devices) the booleans are summed."""
+    n = values.numel()
+    dtype = workspace[1].dtype if workspace is not None else _count_dtype(scores.shape[1])
     counts = torch.empty(n, dtype=dtype, device=scores.device)
-    if buffered is None:
-        buffered = scores.device.type == "cpu"
-    buffer = torch.empty(min(n, _COUNT_CHUNK_ROWS), n_items, dtype=dtype,
-                         device=scores.device) if buffered else None
     for c in range(0, n, _COUNT_CHUNK_ROWS):
         m = min(_COUNT_CHUNK_ROWS, n - c)
-        block = scores[c:c + m] if rows is None else scores.index_select(0, rows[c:c + m])
         value = values[c:c + m].unsqueeze(1)
-        if buffer is None:
+        if rows is None:
+            block = scores[c:c + m]
+        elif workspace is None:
+            block = scores.index_select(0, rows[c:c + m])
+        else:
+            block = torch.index_select(scores, 0, rows[c:c + m], out=workspace[0][:m])
+        if workspace is None:
             counts[c:c + m] = compare(block, value).sum(1)
         else:
-            torch.sum(compare(block, value, out=buffer[:m]), 1, out=counts[c:c + m])
+            torch.sum(compare(block, value, out=workspace[1][:m]), 1, out=counts[c:c + m])
     return counts
+
+
+def _count_dtype(n_items: int) -> torch.dtype:
+    return torch.float32 if n_items < 2 ** 24 else torch.float64
+
+
+def _workspace(n_items: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Reused buffers of :func:`_count`: gathered score rows, and comparison results."""
+    rows = _COUNT_CHUNK_ROWS
+    return (torch.empty(rows, n_items, dtype=dtype, device=device),
+            torch.empty(rows, n_items, dtype=_count_dtype(n_items), device=device))
 
 
 def _final_embeddings(model: Recommender) -> tuple[Tensor, Tensor]:
