@@ -293,3 +293,13 @@ def test_counting_on_cuda_gives_the_cpu_metrics() -> None:
             results.append(ev.evaluate_embeddings(ue, ie, ev.task(test, [train])))
     for other in results[1:]:
         assert other == pytest.approx(results[0], abs=1e-12)
+
+
+def test_counting_chunks_stay_within_the_cpu_cell_budget() -> None:
+    from simkgcl.evaluation.evaluator import CPU_SCORE_CELLS, _count_rows, _workspace
+
+    for n_items in (40, 3846, 10**6, 10**8):
+        rows = _count_rows(n_items)
+        assert rows >= 1 and (rows == 1 or rows * n_items <= CPU_SCORE_CELLS)
+    gathered, flags = _workspace(10**6, torch.float32, torch.device("cpu"))
+    assert gathered.numel() <= CPU_SCORE_CELLS and flags.numel() <= CPU_SCORE_CELLS
