@@ -64,15 +64,7 @@ def main(argv: list[str] | None = None) -> None:
           f"@ {evaluator.topk}; best of {args.rounds}")
     for name, task in tasks.items():
         per_row = task.pos_keys.numel() / max(1, task.n_rows)
-        timings, results = {}, {}
-        for label, threshold in (("topk", -1.0), ("counting", float("inf"))):
-            evaluator.count_ranks_below = threshold
-            best = float("inf")
-            for _ in range(args.rounds):
-                start = time.perf_counter()
-                results[label] = evaluator.evaluate_embeddings(user_emb, item_emb, task)
-                best = min(best, time.perf_counter() - start)
-            timings[label] = best
+        timings, results = _timed(evaluator, user_emb, item_emb, task, args.rounds)
         same = results["topk"] == results["counting"]
         print(f"{name}: {task.n_rows} users, {per_row:.2f} held-out items per user: "
               f"topk {timings['topk'] * 1e3:.1f} ms, counting {timings['counting'] * 1e3:.1f} ms "

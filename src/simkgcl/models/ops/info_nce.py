@@ -15,8 +15,8 @@ anchors, not averaged. Two forms:
 
 Each form is one autograd function around the exponentials ``E`` of the logits (computed as
 ``exp2`` of the logits times ``log2 e``: the same values to rounding, ~1.8x faster than ``exp``)
-and their row sums ``s``: the loss and the gradients ``(E b / s - b) / tau`` and ``(E.T (a / s) - a) / tau``
-(second form: ``b_p(i)`` for ``b``, ``a`` subtracted at the rows ``p(i)``) need no softmax
+and their row sums ``s``: the loss and the gradients ``(E b / s - b) / tau`` and
+``(E.T (a / s) - a) / tau`` (second form: ``b_p(i)`` for ``b``, ``a`` subtracted at the rows ``p(i)``) need no softmax
 divided out over ``E`` and no ``logsumexp`` backward. The logits of unit rows lie in
 ``[-1/tau, 1/tau]``: for ``tau > 1/80`` their exponentials neither overflow nor underflow in
 float32 and no max is subtracted; otherwise the row max is.
